@@ -1,0 +1,1 @@
+"""Plain logic with no Dagster decorators: settings, storage, parsing, Iceberg, replication."""

@@ -1,0 +1,133 @@
+"""Iceberg catalogs and tables: creation, idempotent batch commits, snapshot lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import pyarrow as pa
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from . import properties as props
+from . import storage
+from .errors import SchemaConflictError
+from .schema import EMBEDDINGS_SCHEMA, EMBEDDINGS_SPEC, QUARANTINE_SCHEMA
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot
+
+T = TypeVar("T")
+
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    "write.parquet.compression-level": "1",
+}
+
+
+def _catalog(name: str, warehouse: str, settings: Settings) -> Catalog:
+    """The catalog configured for `name` in pyiceberg's own configuration, else the embedded SQLite one."""
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.utils.config import Config
+
+    if Config().get_catalog_config(name) is not None:
+        return load_catalog(name)
+    settings.catalog_dir.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(name, uri=f"sqlite:///{settings.catalog_dir / name}.db", warehouse=warehouse)
+
+
+def source_catalog(settings: Settings) -> Catalog:
+    return _catalog(props.SOURCE_CATALOG, settings.warehouse_uri, settings)
+
+
+def replica_catalog(settings: Settings) -> Catalog:
+    return _catalog(props.REPLICA_CATALOG, settings.replica_uri, settings)
+
+
+def table_location(warehouse_uri: str, table: str) -> str:
+    return storage.join(warehouse_uri, props.NAMESPACE, table)
+
+
+def _identifier(table: str) -> tuple[str, str]:
+    return (props.NAMESPACE, table)
+
+
+def ensure_embeddings_table(catalog: Catalog, warehouse_uri: str, dims: int) -> Table:
+    """The embeddings table, created on first use; refuses a dimension other than the table's."""
+    catalog.create_namespace_if_not_exists(props.NAMESPACE)
+    table = catalog.create_table_if_not_exists(
+        _identifier(props.EMBEDDINGS_TABLE),
+        schema=EMBEDDINGS_SCHEMA,
+        location=table_location(warehouse_uri, props.EMBEDDINGS_TABLE),
+        partition_spec=EMBEDDINGS_SPEC,
+        properties={**TABLE_PROPERTIES, props.VECTOR_DIMS: str(dims)},
+    )
+    table_dims = table.properties.get(props.VECTOR_DIMS)
+    if table_dims is not None and int(table_dims) != dims:
+        raise SchemaConflictError(
+            f"table {'.'.join(_identifier(props.EMBEDDINGS_TABLE))} holds {table_dims}-d vectors but "
+            f"NEXTESY_DIMS={dims}; a dimension change is refused, not evolved"
+        )
+    return table
+
+
+def ensure_quarantine_table(catalog: Catalog, warehouse_uri: str) -> Table:
+    catalog.create_namespace_if_not_exists(props.NAMESPACE)
+    return catalog.create_table_if_not_exists(
+        _identifier(props.QUARANTINE_TABLE),
+        schema=QUARANTINE_SCHEMA,
+        location=table_location(warehouse_uri, props.QUARANTINE_TABLE),
+        properties=TABLE_PROPERTIES,
+    )
+
+
+def find_batch_snapshot(table: Table, batch_id: str) -> Snapshot | None:
+    """The snapshot that committed `batch_id`, if any: the idempotency key lives in the table itself."""
+    for snapshot in table.metadata.snapshots:
+        if snapshot.summary is not None and snapshot.summary[props.BATCH_ID] == batch_id:
+            return snapshot
+    return None
+
+
+def _commit_once(table: Table, batch_id: str, commit: Callable[[], None]) -> tuple[int, bool]:
+    """Run `commit` unless the batch is already in the table; retry after a refresh on conflict.
+
+    Returns the batch's snapshot id and whether this call committed it.
+    """
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in Retrying(
+        retry=retry_if_exception_type(CommitFailedException),
+        wait=wait_random_exponential(multiplier=0.05, max=2),
+        stop=stop_after_attempt(12),
+        reraise=True,
+    ):
+        with attempt:
+            table.refresh()
+            if (existing := find_batch_snapshot(table, batch_id)) is not None:
+                return existing.snapshot_id, False
+            commit()
+    table.refresh()
+    snapshot = find_batch_snapshot(table, batch_id)
+    assert snapshot is not None, f"{batch_id=} committed but its snapshot is not in {table.name()}"
+    return snapshot.snapshot_id, True
+
+
+def commit_data_files(table: Table, batch_id: str, file_uris: list[str], rows: int) -> tuple[int, bool]:
+    """Register already-written Parquet files in one snapshot (no rewrite), exactly once per batch."""
+    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows)}
+    return _commit_once(
+        table,
+        batch_id,
+        lambda: table.add_files(file_uris, snapshot_properties=summary, check_duplicate_files=False),
+    )
+
+
+def append_rows(table: Table, batch_id: str, rows: pa.Table) -> tuple[int, bool]:
+    """Append `rows` in one snapshot, exactly once per batch."""
+    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows.num_rows)}
+    return _commit_once(table, batch_id, lambda: table.append(rows, snapshot_properties=summary))

@@ -1,0 +1,275 @@
+"""The input contract: parse landing records, validate them and split good rows from rejects.
+
+This is the reference (oracle) implementation; the native engine must agree with it record for record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from .. import native
+
+
+class Reason(StrEnum):
+    """Stable quarantine reason codes: users filter and alert on these, so they never change."""
+
+    MALFORMED_RECORD = "malformed_record"
+    MISSING_FIELD = "missing_field"
+    BAD_TYPE = "bad_type"
+    WRONG_DIMENSION = "wrong_dimension"
+    NON_FINITE = "non_finite"
+    BAD_TIMESTAMP = "bad_timestamp"
+    DUPLICATE_KEY = "duplicate_key"
+    UNREADABLE_FILE = "unreadable_file"
+
+
+KNOWN_FIELDS = frozenset({"id", "vector", "ts", "model", "source"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Iceberg timestamps are microseconds in an int64; keep a margin inside what datetime can represent.
+_MIN_MICROS = int((datetime(1, 1, 2, tzinfo=UTC) - _EPOCH).total_seconds()) * 1_000_000
+_MAX_MICROS = int((datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH).total_seconds()) * 1_000_000
+
+
+@dataclass(frozen=True)
+class Reject:
+    record_index: int
+    reason: Reason
+    detail: str
+    raw: str
+
+
+@dataclass
+class ParsedBatch:
+    """Good rows as columns (vectors as one float32 matrix) and the rejected records."""
+
+    dims: int
+    ids: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    ts_micros: list[int] = field(default_factory=list)
+    sources: list[str | None] = field(default_factory=list)
+    payloads: list[str | None] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    norms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    rejects: list[Reject] = field(default_factory=list)
+    rows_in: int = 0
+
+    @property
+    def rows_good(self) -> int:
+        return len(self.ids)
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _parse_ts(value: Any) -> int:
+    """Event time as microseconds since the epoch (UTC)."""
+    if isinstance(value, bool):
+        raise _Rejected(Reason.BAD_TIMESTAMP, f"ts must be ISO-8601 with an offset or epoch milliseconds, got {value!r}")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not a finite number: {value!r}")
+        micros = int(value) * 1000 if isinstance(value, int) else round(value * 1000)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not ISO-8601: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts has no UTC offset: {value!r}")
+        delta = parsed - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    else:
+        raise _Rejected(
+            Reason.BAD_TIMESTAMP, f"ts must be ISO-8601 with an offset or epoch milliseconds, got {type(value).__name__}"
+        )
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is out of range: {value!r}")
+    return micros
+
+
+def _optional_str(record: dict[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _Rejected(Reason.BAD_TYPE, f"{name} must be a non-empty string, got {value!r:.80}")
+    return value
+
+
+def _load_line(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # Python's json writes NaN/Infinity by default; read them so they get the right reason
+        # (non_finite) instead of malformed_record.
+        return json.loads(text)
+
+
+def _validate(record: Any, dims: int, default_model: str) -> tuple[str, str, list[Any], int, str | None, str | None]:
+    if not isinstance(record, dict):
+        raise _Rejected(Reason.MALFORMED_RECORD, f"record must be a JSON object, got {type(record).__name__}")
+    for name in ("id", "vector", "ts"):
+        if record.get(name) is None:
+            raise _Rejected(Reason.MISSING_FIELD, f"{name} is missing")
+    record_id = record["id"]
+    if not isinstance(record_id, str):
+        raise _Rejected(Reason.BAD_TYPE, f"id must be a string, got {type(record_id).__name__}")
+    if not record_id:
+        raise _Rejected(Reason.MISSING_FIELD, "id is empty")
+    model = _optional_str(record, "model") or default_model
+    source = _optional_str(record, "source")
+    vector = record["vector"]
+    if not isinstance(vector, list):
+        raise _Rejected(Reason.BAD_TYPE, f"vector must be an array of numbers, got {type(vector).__name__}")
+    for position, value in enumerate(vector):
+        if type(value) is not float and type(value) is not int:
+            raise _Rejected(Reason.BAD_TYPE, f"vector[{position}] is not a number: {value!r:.40}")
+    if len(vector) != dims:
+        raise _Rejected(Reason.WRONG_DIMENSION, f"vector has {len(vector)} values, expected {dims}")
+    ts = _parse_ts(record["ts"])
+    extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    payload = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
+    return record_id, model, vector, ts, source, payload
+
+
+def open_landing(data: bytes, fmt: str) -> IO[bytes]:
+    """A byte stream of the records in a landing file's content."""
+    if fmt == "jsonl.gz":
+        return gzip.GzipFile(fileobj=io.BytesIO(data))
+    return io.BytesIO(data)
+
+
+@dataclass
+class _Candidate:
+    index: int
+    text: str
+    record_id: str
+    model: str
+    vector: list[Any]
+    ts: int
+    source: str | None
+    payload: str | None
+
+
+# Rows validated together by the native kernel; bounds the memory held for their raw text.
+_CHUNK_ROWS = 2048
+
+
+class _Collector:
+    """Takes validated candidates in record order; checks finiteness in bulk and duplicate keys in order."""
+
+    def __init__(self, batch: ParsedBatch, raw_limit: int) -> None:
+        self.batch = batch
+        self.raw_limit = raw_limit
+        self.pending: list[_Candidate] = []
+        self.seen: set[tuple[str, str, int]] = set()
+        self.vectors: list[np.ndarray] = []
+        self.norms: list[np.ndarray] = []
+
+    def add(self, candidate: _Candidate) -> None:
+        self.pending.append(candidate)
+        if len(self.pending) >= _CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        matrix = _to_float32(self.pending, self.batch.dims)
+        finite, norms = native.vector_stats(matrix)
+        keep = np.zeros(len(self.pending), dtype=bool)
+        for row, candidate in enumerate(self.pending):
+            key = (candidate.record_id, candidate.model, candidate.ts)
+            if not finite[row]:
+                self._reject(candidate, Reason.NON_FINITE, "vector has NaN or infinite values (as float32)")
+            elif key in self.seen:
+                self._reject(
+                    candidate, Reason.DUPLICATE_KEY, f"(id, model, ts) repeats an earlier record: {key[:2]!r}"
+                )
+            else:
+                self.seen.add(key)
+                keep[row] = True
+                batch = self.batch
+                batch.ids.append(candidate.record_id)
+                batch.models.append(candidate.model)
+                batch.ts_micros.append(candidate.ts)
+                batch.sources.append(candidate.source)
+                batch.payloads.append(candidate.payload)
+        self.vectors.append(matrix[keep])
+        self.norms.append(norms[keep])
+        self.pending = []
+
+    def _reject(self, candidate: _Candidate, reason: Reason, detail: str) -> None:
+        self.batch.rejects.append(Reject(candidate.index, reason, detail, candidate.text[: self.raw_limit]))
+
+    def finish(self) -> None:
+        self.flush()
+        dims = self.batch.dims
+        self.batch.vectors = np.concatenate(self.vectors) if self.vectors else np.empty((0, dims), np.float32)
+        self.batch.norms = np.concatenate(self.norms) if self.norms else np.empty(0, np.float64)
+        self.batch.rejects.sort(key=lambda r: r.record_index)
+
+
+def _to_float32(candidates: list[_Candidate], dims: int) -> np.ndarray:
+    """Vectors as a float32 matrix; values beyond float32's range become inf (and so non_finite)."""
+    matrix = np.empty((len(candidates), dims), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for row, candidate in enumerate(candidates):
+            try:
+                matrix[row] = np.asarray(candidate.vector, dtype=np.float64)
+            except OverflowError:  # an integer too large even for float64
+                matrix[row] = np.inf
+    return matrix
+
+
+def parse_jsonl(stream: IO[bytes], dims: int, default_model: str, raw_limit: int) -> ParsedBatch:
+    """Validate JSONL records; every record ends up a good row or a reject with a reason.
+
+    `record_index` is the 0-based line number in the (decompressed) file; blank lines are not records.
+    """
+    batch = ParsedBatch(dims=dims)
+    collector = _Collector(batch, raw_limit)
+    lines = enumerate(stream)
+    index = -1
+    while True:
+        try:
+            index, line = next(lines)
+        except StopIteration:
+            break
+        except (OSError, EOFError, zlib.error) as exc:
+            # A damaged compressed file: what decoded so far stands, the unreadable rest is one reject.
+            batch.rows_in += 1
+            batch.rejects.append(
+                Reject(index + 1, Reason.UNREADABLE_FILE, f"file cannot be read past this point: {exc}", "")
+            )
+            break
+        text = line.decode("utf-8", errors="replace").strip()
+        if not text:
+            continue
+        batch.rows_in += 1
+        try:
+            try:
+                record = _load_line(text)
+            except ValueError as exc:
+                raise _Rejected(Reason.MALFORMED_RECORD, f"not valid JSON: {exc}") from None
+            fields_ = _validate(record, dims, default_model)
+        except _Rejected as rejected:
+            batch.rejects.append(Reject(index, rejected.reason, rejected.detail, text[:raw_limit]))
+            continue
+        collector.add(_Candidate(index, text, *fields_))
+    collector.finish()
+    return batch

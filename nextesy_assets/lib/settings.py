@@ -1,0 +1,112 @@
+"""Run-time settings: where data lives and what it must look like, read from the environment on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+DEFAULT_DIMS = 768
+DEFAULT_MODEL = "default"
+DEFAULT_RAW_LIMIT = 256 * 1024
+DEFAULT_ROW_GROUP_BYTES = 128 * 1024 * 1024
+DEFAULT_EGRESS_USD_PER_GB = 0.09
+
+# Every setting, its variable and what it means; the README's table is written from this.
+ENV_VARS: dict[str, str] = {
+    "home": "NEXTESY_HOME",
+    "landing_uri": "NEXTESY_LANDING_URI",
+    "warehouse_uri": "NEXTESY_WAREHOUSE_URI",
+    "replica_uri": "NEXTESY_REPLICA_URI",
+    "dims": "NEXTESY_DIMS",
+    "default_model": "NEXTESY_DEFAULT_MODEL",
+    "raw_limit": "NEXTESY_QUARANTINE_RAW_LIMIT",
+    "row_group_bytes": "NEXTESY_ROW_GROUP_BYTES",
+}
+
+
+def _local_or_uri(value: str) -> str:
+    """URIs pass through; plain paths become absolute so every process agrees on them."""
+    if "://" in value:
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the landing zone, the warehouse, the replica and the catalogs live, and the input contract.
+
+    Attributes:
+        home: Root of the embedded default (`NEXTESY_HOME`, default `./.nextesy`).
+        landing_uri: Where embedding files land (`s3://…` in production, `{home}/landing` by default).
+        warehouse_uri: The source Iceberg warehouse (`s3://…`, `{home}/warehouse`).
+        replica_uri: The replica warehouse (`gs://…`, `{home}/replica`).
+        dims: Vector dimension every record must have.
+        default_model: Model name given to records that carry none.
+        raw_limit: Characters of a rejected record kept in the quarantine's `raw` column.
+        row_group_bytes: Target size of a Parquet row group.
+    """
+
+    home: str
+    landing_uri: str
+    warehouse_uri: str
+    replica_uri: str
+    dims: int = DEFAULT_DIMS
+    default_model: str = DEFAULT_MODEL
+    raw_limit: int = DEFAULT_RAW_LIMIT
+    row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, object | None] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from explicit overrides, then the environment, then the defaults."""
+        env = os.environ if env is None else env
+        given = {k: v for k, v in (overrides or {}).items() if v is not None and v != ""}
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigurationError(f"unknown settings: {sorted(unknown)}")
+
+        def pick(name: str) -> object | None:
+            if name in given:
+                return given[name]
+            return env.get(ENV_VARS[name]) or None
+
+        home = _local_or_uri(str(pick("home") or ".nextesy"))
+        if "://" in home:
+            raise ConfigurationError(f"NEXTESY_HOME must be a local directory, got {home=}")
+        values: dict[str, object] = {
+            "home": home,
+            "landing_uri": _local_or_uri(str(pick("landing_uri") or f"{home}/landing")),
+            "warehouse_uri": _local_or_uri(str(pick("warehouse_uri") or f"{home}/warehouse")),
+            "replica_uri": _local_or_uri(str(pick("replica_uri") or f"{home}/replica")),
+            "default_model": str(pick("default_model") or DEFAULT_MODEL),
+        }
+        for name, default in (
+            ("dims", DEFAULT_DIMS),
+            ("raw_limit", DEFAULT_RAW_LIMIT),
+            ("row_group_bytes", DEFAULT_ROW_GROUP_BYTES),
+        ):
+            raw = pick(name)
+            try:
+                number = default if raw is None else int(str(raw))
+            except ValueError:
+                raise ConfigurationError(f"{ENV_VARS[name]} must be a whole number, got {raw!r}") from None
+            if number <= 0:
+                raise ConfigurationError(f"{ENV_VARS[name]} must be positive, got {number}")
+            values[name] = number
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def catalog_dir(self) -> Path:
+        return Path(self.home) / "catalog"
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(self.home) / "dagster"
+
+    @property
+    def batches_uri(self) -> str:
+        """Where per-batch bookkeeping (registration, manifest, rejects) lives, beside the warehouse."""
+        return f"{self.warehouse_uri}/_nextesy/batches"
