@@ -29,9 +29,7 @@ def detect_format(key: str) -> str:
     for suffix, name in FORMATS.items():
         if lower.endswith(suffix):
             return name
-    raise UnsupportedFormatError(
-        f"unsupported landing file {key!r}: expected one of {', '.join(sorted(FORMATS))}"
-    )
+    raise UnsupportedFormatError(f"unsupported landing file {key!r}: expected one of {', '.join(sorted(FORMATS))}")
 
 
 def is_supported(key: str) -> bool:

@@ -47,7 +47,7 @@ def _bad_records(stem: str, dims: int, good: dict[str, object], now: datetime) -
         json.dumps({"vector": vector, "ts": iso}),  # missing_field: no id
         json.dumps({"id": f"{stem}-text-vector", "vector": "0.1,0.2", "ts": iso}),  # bad_type
         json.dumps({"id": f"{stem}-short", "vector": vector[: dims // 2], "ts": iso}),  # wrong_dimension
-        json.dumps({"id": f"{stem}-nan", "vector": [float("nan")] + vector[1:], "ts": iso}),  # non_finite
+        json.dumps({"id": f"{stem}-nan", "vector": [float("nan"), *vector[1:]], "ts": iso}),  # non_finite
         json.dumps({"id": f"{stem}-naive-ts", "vector": vector, "ts": "2026-11-20 10:00:00"}),  # bad_timestamp
         json.dumps(good),  # duplicate_key: the same (id, model, ts) again
     ]
@@ -108,5 +108,3 @@ def write_demo(
             b"Landing zone for Nextesy: drop .jsonl or .jsonl.gz embedding files here.\n",
         )
     return written
-
-

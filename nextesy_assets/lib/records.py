@@ -79,7 +79,9 @@ class _Rejected(Exception):
 def _parse_ts(value: Any) -> int:
     """Event time as microseconds since the epoch (UTC)."""
     if isinstance(value, bool):
-        raise _Rejected(Reason.BAD_TIMESTAMP, f"ts must be ISO-8601 with an offset or epoch milliseconds, got {value!r}")
+        raise _Rejected(
+            Reason.BAD_TIMESTAMP, f"ts must be ISO-8601 with an offset or epoch milliseconds, got {value!r}"
+        )
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not a finite number: {value!r}")
@@ -95,7 +97,8 @@ def _parse_ts(value: Any) -> int:
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     else:
         raise _Rejected(
-            Reason.BAD_TIMESTAMP, f"ts must be ISO-8601 with an offset or epoch milliseconds, got {type(value).__name__}"
+            Reason.BAD_TIMESTAMP,
+            f"ts must be ISO-8601 with an offset or epoch milliseconds, got {type(value).__name__}",
         )
     if not _MIN_MICROS <= micros <= _MAX_MICROS:
         raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is out of range: {value!r}")
@@ -197,9 +200,7 @@ class _Collector:
             if not finite[row]:
                 self._reject(candidate, Reason.NON_FINITE, "vector has NaN or infinite values (as float32)")
             elif key in self.seen:
-                self._reject(
-                    candidate, Reason.DUPLICATE_KEY, f"(id, model, ts) repeats an earlier record: {key[:2]!r}"
-                )
+                self._reject(candidate, Reason.DUPLICATE_KEY, f"(id, model, ts) repeats an earlier record: {key[:2]!r}")
             else:
                 self.seen.add(key)
                 keep[row] = True

@@ -209,7 +209,10 @@ def replicate(
         props.SOURCE_SNAPSHOT_ID: str(current.snapshot_id),
         props.SOURCE_SNAPSHOT_TS: str(current.timestamp_ms),
     }
-    with replica.transaction() as txn, txn.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
+    with (
+        replica.transaction() as txn,
+        txn.update_snapshot(snapshot_properties=summary).overwrite() as overwrite,
+    ):
         for relative in to_remove:
             overwrite.delete_data_file(present[relative])
         for relative in to_copy:
@@ -219,4 +222,71 @@ def replicate(
     result.replica_snapshot_id = snapshot.snapshot_id if snapshot else None
     result.rows = sum(f.record_count for f in wanted.values())
     result.duration_s = round(time.perf_counter() - started, 3)
+    return result
+
+
+@dataclass
+class Parity:
+    """How the replica compares with the source snapshot it claims to reflect."""
+
+    source_snapshot_id: int | None
+    watermark: int | None
+    source_rows: int = 0
+    replica_rows: int = 0
+    source_files: int = 0
+    replica_files: int = 0
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    checksummed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.watermark == self.source_snapshot_id
+            and not (self.missing or self.extra or self.mismatched)
+            and self.source_rows == self.replica_rows
+        )
+
+    def describe(self) -> str:
+        if self.ok:
+            return (
+                f"replica equals source snapshot {self.source_snapshot_id}: "
+                f"{self.replica_rows} rows in {self.replica_files} files"
+            )
+        return (
+            f"replica at source snapshot {self.watermark}, source at {self.source_snapshot_id}; "
+            f"rows {self.replica_rows}/{self.source_rows}; missing {self.missing[:5]}, extra {self.extra[:5]}, "
+            f"mismatched {self.mismatched[:5]}"
+        )
+
+
+def parity(settings: Settings, checksum_sample: int | None = 8) -> Parity:
+    """Compare the replica with the source snapshot of its watermark: file set, sizes, row counts, and the
+    CRC32C of `checksum_sample` files (all of them when None)."""
+    source = iceberg.ensure_embeddings_table(iceberg.source_catalog(settings), settings.warehouse_uri, settings.dims)
+    current = source.current_snapshot()
+    replica = ensure_replica_table(settings, source) if current is not None else None
+    result = Parity(current.snapshot_id if current else None, watermark(replica) if replica else None)
+    if current is None or replica is None:
+        return result
+    wanted = live_files(source, result.watermark) if result.watermark is not None else {}
+    present = live_files(replica)
+    result.source_rows = sum(f.record_count for f in live_files(source).values())
+    result.replica_rows = sum(f.record_count for f in present.values())
+    result.source_files, result.replica_files = len(wanted), len(present)
+    result.missing = sorted(set(wanted) - set(present))
+    result.extra = sorted(set(present) - set(wanted))
+    common = sorted(set(wanted) & set(present))
+    for relative in common:
+        a, b = wanted[relative], present[relative]
+        if (a.file_size_in_bytes, a.record_count) != (b.file_size_in_bytes, b.record_count):
+            result.mismatched.append(relative)
+    sample = common if checksum_sample is None else common[-checksum_sample:]
+    with ThreadPoolExecutor(max_workers=_COPY_WORKERS) as pool:
+        crcs = pool.map(lambda rel: (rel, crc32c_of(wanted[rel].file_path), crc32c_of(present[rel].file_path)), sample)
+        for relative, a_crc, b_crc in crcs:
+            result.checksummed += 1
+            if a_crc != b_crc and relative not in result.mismatched:
+                result.mismatched.append(relative)
     return result

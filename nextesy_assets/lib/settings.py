@@ -60,7 +60,9 @@ class Settings:
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
 
     @classmethod
-    def load(cls, overrides: Mapping[str, object | None] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    def load(
+        cls, overrides: Mapping[str, object | None] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
         """Settings from explicit overrides, then the environment, then the defaults."""
         env = os.environ if env is None else env
         given = {k: v for k, v in (overrides or {}).items() if v is not None and v != ""}

@@ -1,0 +1,187 @@
+"""The `nextesy` command: demo data, an in-process sync, the UI, and a look at the tables."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+import click
+
+from .lib.errors import NextesyError
+from .lib.settings import ENV_VARS, Settings
+
+
+def _settings(home: str | None) -> Settings:
+    if home:
+        os.environ[ENV_VARS["home"]] = home
+    try:
+        return Settings.load()
+    except NextesyError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+home_option = click.option(
+    "--home",
+    metavar="DIR",
+    help="Root of the embedded default (sets NEXTESY_HOME; default ./.nextesy).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nextesy")
+def main() -> None:
+    """Nextesy: ML embeddings from landing files to an Iceberg table and its verified GCS replica.
+
+    Settings come from NEXTESY_* environment variables (see the README); with none set, everything
+    lives under ./.nextesy and needs no cloud account and no server.
+    """
+
+
+@main.command()
+@home_option
+@click.option("--files", default=3, show_default=True, type=click.IntRange(1, 1000), help="Landing files to write.")
+@click.option(
+    "--rows", default=500, show_default=True, type=click.IntRange(1, 1_000_000), help="Good records per file."
+)
+@click.option("--seed", type=int, default=None, help="Random seed (default: the first new file's number).")
+def demo(home: str | None, files: int, rows: int, seed: int | None) -> None:
+    """Write sample landing files: structured embeddings over the last three days, with one bad record of
+    each quarantine reason in the first file and the last file gzip-compressed.
+
+    Existing files are kept; new ones continue the numbering, so each run adds new batches.
+    """
+    from .lib.demo import write_demo
+
+    settings = _settings(home)
+    written = write_demo(settings, files=files, rows=rows, seed=seed)
+    for item in written:
+        bad = f" ({item.bad_records} bad on purpose)" if item.bad_records else ""
+        click.echo(f"wrote {item.uri}: {item.records} records{bad}")
+    click.echo(f"{len(written)} landing files in {settings.landing_uri}; next: nextesy sync")
+
+
+@main.command()
+@home_option
+def sync(home: str | None) -> None:
+    """Ingest every new landing file (one batch each) into nextesy.embeddings and nextesy.quarantine,
+    then bring the replica up to date. Runs are recorded in the Dagster instance the UI shows.
+
+    Exits 1 if any batch or the replica failed. A repeat with nothing new changes nothing.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from .definitions import defs
+    from .sync import dagster_instance, run_sync
+
+    settings = _settings(home)
+    console = Console(stderr=True)
+    instance = dagster_instance(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("scanning landing files", total=None)
+
+        def started(registration, number, total):  # type: ignore[no-untyped-def]
+            progress.update(task, total=total, completed=number - 1, description=f"batch {registration.key}")
+
+        def done(outcome):  # type: ignore[no-untyped-def]
+            progress.advance(task)
+            status = "[green]ok[/]" if outcome.ok else f"[red]FAILED[/] {outcome.error}"
+            console.print(
+                f"{outcome.key}: {outcome.rows_committed} committed, {outcome.rows_quarantined} quarantined {status}"
+            )
+
+        try:
+            summary = run_sync(settings, defs, instance, on_batch_start=started, on_batch_done=done)
+        except NextesyError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    table = Table(title="nextesy sync", show_header=False)
+    committed = sum(b.rows_committed for b in summary.batches)
+    quarantined = sum(b.rows_quarantined for b in summary.batches)
+    table.add_row("batches", f"{len(summary.batches)} new ({sum(not b.ok for b in summary.batches)} failed)")
+    table.add_row("rows committed", str(committed))
+    table.add_row("rows quarantined", str(quarantined))
+    if summary.unsupported:
+        table.add_row("skipped (unsupported)", ", ".join(summary.unsupported[:5]))
+    table.add_row("source snapshot", str(summary.source_snapshot_id))
+    replica = _replica_line(summary.replica_ran, summary.replica_ok, summary.replica_error, summary.replica_metadata)
+    table.add_row("replica", replica)
+    table.add_row("replica snapshot reflects", str(summary.watermark))
+    Console().print(table)
+    if summary.failed:
+        sys.exit(1)
+
+
+def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, object]) -> str:
+    if not ran:
+        return "up to date (nothing to copy)"
+    if not ok:
+        return f"FAILED: {error}"
+    return (
+        f"{metadata.get('files_copied')} files, {metadata.get('bytes_moved')} bytes copied and verified; "
+        f"egress ${metadata.get('egress_usd')}"
+    )
+
+
+@main.command()
+@home_option
+def status(home: str | None) -> None:
+    """Row counts, snapshots and replica watermark of the tables, and quarantine counts by reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .lib import iceberg, replication
+
+    settings = _settings(home)
+    catalog = iceberg.source_catalog(settings)
+    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
+    replica = replication.ensure_replica_table(settings, source)
+    table = Table(title="nextesy tables")
+    for column in ("table", "rows", "snapshots", "current snapshot", "metadata"):
+        table.add_column(column)
+    for name, tbl in (
+        ("nextesy.embeddings", source),
+        ("nextesy.quarantine", quarantine),
+        ("replica nextesy.embeddings", replica),
+    ):
+        snapshot = tbl.current_snapshot()
+        rows = int(snapshot.summary["total-records"] or 0) if snapshot and snapshot.summary else 0
+        table.add_row(
+            name,
+            str(rows),
+            str(len(tbl.metadata.snapshots)),
+            str(snapshot.snapshot_id if snapshot else None),
+            tbl.metadata_location,
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"replica reflects source snapshot {replication.watermark(replica)}")
+    if quarantine.current_snapshot() is not None:
+        reasons = (
+            quarantine.scan(selected_fields=("reason",)).to_arrow().group_by("reason").aggregate([("reason", "count")])
+        )
+        for row in sorted(reasons.to_pylist(), key=lambda r: r["reason"]):
+            console.print(f"quarantined {row['reason']}: {row['reason_count']}")
+
+
+@main.command()
+@home_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for the web UI.")
+@click.option("--port", default=3000, show_default=True, type=int, help="Port for the web UI.")
+def ui(home: str | None, host: str, port: int) -> None:
+    """Open the Dagster UI (`dagster dev`) on the same instance `nextesy sync` records its runs in."""
+    from .sync import dagster_instance
+
+    settings = _settings(home)
+    os.environ[ENV_VARS["home"]] = settings.home
+    dagster_instance(settings)  # creates DAGSTER_HOME and its dagster.yaml if needed
+    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    os.execvp("dagster", ["dagster", "dev", "-m", "nextesy_assets.definitions", "-h", host, "-p", str(port)])
+
+
+if __name__ == "__main__":
+    main()

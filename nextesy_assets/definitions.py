@@ -1,0 +1,16 @@
+"""The code location: Nextesy's assets, checks, sensors and jobs, bound to their resource."""
+
+import dagster as dg
+
+from .defs.assets import gcs_replica, iceberg_table, parquet_batches, quarantine, raw_embeddings
+from .defs.jobs import ingest_job, replicate_job
+from .defs.resources import NextesyResource
+from .defs.sensors import landing_sensor, replica_sensor
+
+defs = dg.Definitions(
+    assets=[raw_embeddings, parquet_batches, iceberg_table, quarantine, gcs_replica],
+    jobs=[ingest_job, replicate_job],
+    sensors=[landing_sensor, replica_sensor],
+    # Every field unset: each falls back to its NEXTESY_* variable when a run needs it.
+    resources={"nextesy": NextesyResource()},
+)
