@@ -12,6 +12,7 @@ import dagster as dg
 from .lib import iceberg, landing, replication
 from .lib import properties as props
 from .lib.batches import BatchRegistration
+from .lib.errors import NextesyError
 from .lib.settings import Settings
 
 # Runs started by sync log warnings and errors only; the full event log is in the UI.
@@ -122,23 +123,30 @@ def run_sync(
         if on_batch_done is not None:
             on_batch_done(outcome)
 
+    try:
+        _sync_replica(settings, defs, instance, summary)
+    except NextesyError as exc:
+        summary.replica_ok, summary.replica_error = False, str(exc)
+    return summary
+
+
+def _sync_replica(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, summary: SyncSummary) -> None:
+    """Run the replica job unless the replica already reflects the source's current snapshot."""
     source = iceberg.ensure_embeddings_table(iceberg.source_catalog(settings), settings.warehouse_uri, settings.dims)
     current = source.current_snapshot()
     summary.source_snapshot_id = current.snapshot_id if current else None
-    if current is not None:
-        replica = replication.ensure_replica_table(settings, source)
-        summary.watermark = replication.watermark(replica)
-        if summary.watermark != current.snapshot_id:
-            result = defs.resolve_job_def(props.REPLICATE_JOB).execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config=QUIET_RUN_CONFIG,
-                tags={"nextesy/trigger": "sync"},
-            )
-            summary.replica_ran = True
-            summary.replica_ok = result.success
-            summary.replica_metadata = _metadata(result, "gcs_replica")
-            summary.replica_error = None if result.success else _failure(result)
-            replica.refresh()
-            summary.watermark = replication.watermark(replica)
-    return summary
+    if current is None:
+        return
+    replica = replication.ensure_replica_table(settings, source)
+    summary.watermark = replication.watermark(replica)
+    if summary.watermark == current.snapshot_id:
+        return
+    result = defs.resolve_job_def(props.REPLICATE_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags={"nextesy/trigger": "sync"}
+    )
+    summary.replica_ran = True
+    summary.replica_ok = result.success
+    summary.replica_metadata = _metadata(result, "gcs_replica")
+    summary.replica_error = None if result.success else _failure(result)
+    replica.refresh()
+    summary.watermark = replication.watermark(replica)

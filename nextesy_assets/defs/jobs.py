@@ -4,7 +4,6 @@ import dagster as dg
 
 from ..lib import properties as props
 from .assets import gcs_replica, iceberg_table, parquet_batches, quarantine, raw_embeddings
-from .partitions import batch_partitions
 
 # Transient faults (a dropped connection, a commit conflict) get a few tries with backoff and jitter;
 # terminal ones fail fast through dg.Failure(allow_retries=False).
@@ -13,7 +12,6 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
 ingest_job = dg.define_asset_job(
     props.INGEST_JOB,
     selection=dg.AssetSelection.assets(raw_embeddings, parquet_batches, iceberg_table, quarantine),
-    partitions_def=batch_partitions,
     op_retry_policy=RETRY_POLICY,
     description="One landing file through parsing, validation and the Iceberg commit.",
 )

@@ -73,6 +73,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, nextesy: NextesyResource
     description="Starts a replica run after the source table is materialized.",
 )
 def replica_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
-    # The replica run always targets the table's newest snapshot, so one run covers every commit
-    # since the last tick; keying by the event keeps a re-evaluated tick from starting a second one.
-    return dg.RunRequest(run_key=f"iceberg_table-{asset_event.storage_id}")
+    # The replica run always targets the table's newest snapshot, so one run covers every commit since
+    # the last tick. Keyed by the event, a re-evaluated tick cannot start a second run for it.
+    event_ms = int(asset_event.timestamp * 1000)
+    return dg.RunRequest(run_key=f"iceberg_table-{asset_event.run_id or 'runless'}-{event_ms}")

@@ -17,7 +17,10 @@ pub struct RowStats {
 /// Finiteness and L2 norm of each row of a row-major `rows × dims` float32 matrix.
 pub fn row_stats(values: &[f32], dims: usize) -> RowStats {
     if dims == 0 {
-        return RowStats { finite: Vec::new(), norms: Vec::new() };
+        return RowStats {
+            finite: Vec::new(),
+            norms: Vec::new(),
+        };
     }
     let rows = values.len() / dims;
     let mut finite = Vec::with_capacity(rows);
@@ -26,7 +29,10 @@ pub fn row_stats(values: &[f32], dims: usize) -> RowStats {
         let ok = row.iter().all(|v| v.is_finite());
         finite.push(ok);
         norms.push(if ok {
-            row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()
+            row.iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt()
         } else {
             f64::NAN
         });
@@ -34,12 +40,15 @@ pub fn row_stats(values: &[f32], dims: usize) -> RowStats {
     RowStats { finite, norms }
 }
 
+/// Per-row finiteness flags and L2 norms, as NumPy arrays.
+type StatsArrays<'py> = (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<f64>>);
+
 /// `(finite, norms)` for each row of a C-contiguous 2-D float32 array, computed without the GIL.
 #[pyfunction]
 fn vector_stats<'py>(
     py: Python<'py>,
     vectors: PyReadonlyArray2<'py, f32>,
-) -> PyResult<(Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<StatsArrays<'py>> {
     let dims = vectors.shape()[1];
     let values = vectors.as_slice().map_err(|_| {
         pyo3::exceptions::PyValueError::new_err("vectors must be a C-contiguous float32 array")
@@ -77,6 +86,12 @@ mod tests {
 
     #[test]
     fn zero_dims_gives_no_rows() {
-        assert_eq!(row_stats(&[], 0), RowStats { finite: vec![], norms: vec![] });
+        assert_eq!(
+            row_stats(&[], 0),
+            RowStats {
+                finite: vec![],
+                norms: vec![]
+            }
+        );
     }
 }

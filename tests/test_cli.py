@@ -1,0 +1,109 @@
+"""The `nextesy` command end to end on the embedded default: demo, sync, repeat, a later file, failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from nextesy_assets.cli import main
+from nextesy_assets.lib import iceberg, replication
+from nextesy_assets.lib.settings import Settings
+
+from .conftest import good_record, write_records
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def snapshot_counts(settings: Settings) -> tuple[int, int, int]:
+    catalog = iceberg.source_catalog(settings)
+    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
+    replica = replication.ensure_replica_table(settings, source)
+    return len(source.metadata.snapshots), len(quarantine.metadata.snapshots), len(replica.metadata.snapshots)
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["sync"], ["status"], ["ui"]], ids=lambda c: " ".join(c) or "main")
+def test_every_command_has_help(command: list[str]) -> None:
+    assert "Usage: " in run(*command, "--help")
+
+
+def test_the_console_script_is_installed() -> None:
+    out = subprocess.run([Path(sys.executable).parent / "nextesy", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "sync" in out.stdout
+
+
+def test_demo_then_sync_gives_exact_counts_and_an_equal_replica(home: Path, settings: Settings) -> None:
+    run("demo", "--files", "3", "--rows", "40")
+    out = run("sync")
+    # 3 files x 40 good rows; the first file carries 7 bad records (one per reason, one duplicate key).
+    assert "120" in out and "rows committed" in out
+    catalog = iceberg.source_catalog(settings)
+    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
+    assert source.scan().to_arrow().num_rows == 120
+    reasons = sorted(quarantine.scan().to_arrow()["reason"].to_pylist())
+    assert reasons == sorted(
+        [
+            "malformed_record",
+            "missing_field",
+            "bad_type",
+            "wrong_dimension",
+            "non_finite",
+            "bad_timestamp",
+            "duplicate_key",
+        ]
+    )
+    replica = replication.ensure_replica_table(settings, source)
+    assert replication.watermark(replica) == source.current_snapshot().snapshot_id
+    assert replica.scan().to_arrow().num_rows == 120
+    assert "README.txt" in out  # the unsupported file is reported, not ingested
+
+    # The runs are in the Dagster instance `dagster dev` opens.
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert len(instance.get_runs()) == 4  # three batches and one replica run
+
+
+def test_a_repeat_sync_changes_nothing_and_a_later_file_is_picked_up_alone(home: Path, settings: Settings) -> None:
+    run("demo", "--files", "2", "--rows", "10")
+    run("sync")
+    before = snapshot_counts(settings)
+    out = run("sync")
+    assert "0 new" in out and "up to date" in out
+    assert snapshot_counts(settings) == before
+
+    write_records(home / "landing" / "later.jsonl", [good_record(i, day=23) for i in range(6)])
+    out = run("sync")
+    assert "1 new" in out
+    source_snapshots, quarantine_snapshots, replica_snapshots = snapshot_counts(settings)
+    assert (source_snapshots, quarantine_snapshots, replica_snapshots) == (before[0] + 1, before[1], before[2] + 1)
+    catalog = iceberg.source_catalog(settings)
+    rows = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims).scan().to_arrow()
+    assert rows.num_rows == 26
+
+
+def test_a_failed_batch_makes_sync_exit_nonzero_and_names_the_problem(
+    home: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_records(home / "landing" / "first.jsonl", [good_record(i) for i in range(3)])
+    run("sync")
+    # The table now holds 8-d vectors; a run configured for 16-d must be refused, not evolved.
+    monkeypatch.setenv("NEXTESY_DIMS", "16")
+    write_records(home / "landing" / "second.jsonl", [good_record(i) for i in range(3)])
+    out = run("sync", code=1)
+    assert "FAILED" in out and "NEXTESY_DIMS=16" in out and "8-d" in out
+    assert "1 new (1 failed)" in out
+
+
+def test_a_bad_setting_is_a_usage_error_naming_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXTESY_DIMS", "many")
+    result = CliRunner().invoke(main, ["sync"])
+    assert result.exit_code == 2 and "NEXTESY_DIMS must be a whole number, got 'many'" in result.output
