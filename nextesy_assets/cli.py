@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import click
 
@@ -180,7 +182,12 @@ def ui(home: str | None, host: str, port: int) -> None:
     os.environ[ENV_VARS["home"]] = settings.home
     dagster_instance(settings)  # creates DAGSTER_HOME and its dagster.yaml if needed
     click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    os.execvp("dagster", ["dagster", "dev", "-m", "nextesy_assets.definitions", "-h", host, "-p", str(port)])
+    # The dagster beside this interpreter: the virtualenv need not be activated.
+    beside = Path(sys.executable).parent / "dagster"
+    dagster = str(beside) if beside.exists() else shutil.which("dagster")
+    if dagster is None:
+        raise click.ClickException("the `dagster` command is not installed; reinstall nextesy (pip install -e .)")
+    os.execv(dagster, [dagster, "dev", "-m", "nextesy_assets.definitions", "-h", host, "-p", str(port)])
 
 
 if __name__ == "__main__":
