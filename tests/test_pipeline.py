@@ -53,6 +53,15 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+def check(result: dg.ExecuteInProcessResult, asset: str, name: str):  # type: ignore[no-untyped-def]
+    [evaluation] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_check_key == dg.AssetCheckKey(dg.AssetKey(asset), name)
+    ]
+    return evaluation
+
+
 def tables(settings: Settings):  # type: ignore[no-untyped-def]
     catalog = iceberg.source_catalog(settings)
     return (
@@ -74,8 +83,8 @@ def test_nothing_lost_every_rejected_record_has_its_reason(
     assert table_meta["rows_committed"] == good
     assert table_meta["rows_quarantined"] == sum(reasons.values())
     assert table_meta["files"] == 3  # three event days, one file each
-    [check] = result.get_asset_check_evaluations()
-    assert check.passed and check.metadata["rows_in"].value == rows_in
+    accounted = check(result, "iceberg_table", "rows_accounted")
+    assert accounted.passed and accounted.metadata["rows_in"].value == rows_in
 
     embeddings, quarantined = tables(settings)
     rows = embeddings.scan().to_arrow()
@@ -169,8 +178,10 @@ def test_the_replica_equals_the_source(
     [batch_id] = register(settings, instance)
     ingest(batch_id, instance)
     result = replicate(instance)
-    [check] = result.get_asset_check_evaluations()
-    assert check.passed, check.description
+    parity = check(result, "gcs_replica", "replica_parity")
+    assert parity.passed, parity.description
+    lag = check(result, "gcs_replica", "replica_lag")
+    assert lag.passed and lag.metadata["lag_snapshots"].value == 0 and lag.metadata["lag_snapshots_before"].value == 1
 
     embeddings, _ = tables(settings)
     replica = replication.ensure_replica_table(settings, embeddings)
@@ -259,6 +270,6 @@ def test_rows_accounted_check_fails_when_the_manifest_disagrees_with_the_table(
     result = dg.materialize(
         [iceberg_table], partition_key=batch_id, instance=instance, resources=RESOURCES, raise_on_error=False
     )
-    [check] = result.get_asset_check_evaluations()
-    assert not check.passed
-    assert "rows in 6 != committed 5 + quarantined 0" in (check.description or "")
+    accounted = check(result, "iceberg_table", "rows_accounted")
+    assert not accounted.passed
+    assert "rows in 6 != committed 5 + quarantined 0" in (accounted.description or "")

@@ -4,18 +4,24 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from ..lib import batches, iceberg, ingest, replication
+from ..lib import batches, expectations, iceberg, ingest, quality, replication
 from ..lib import properties as props
-from ..lib.errors import TerminalError
+from ..lib import rules as rules_lib
+from ..lib.errors import TerminalError, UnsupportedFormatError
 from .partitions import batch_partitions
 from .resources import NextesyResource
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 GROUP = "embeddings"
 ROWS_ACCOUNTED = "rows_accounted"
 REPLICA_PARITY = "replica_parity"
+REPLICA_LAG = "replica_lag"
 
 
 @contextmanager
@@ -25,6 +31,24 @@ def fail_fast_on_terminal_errors() -> Iterator[None]:
         yield
     except TerminalError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def rule_specs(asset: str, rules: tuple[rules_lib.Rule, ...]) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(r.name, asset=asset, blocking=r.blocking, description=r.description) for r in rules]
+
+
+def check_results(outcomes: list[rules_lib.Outcome]) -> list[dg.AssetCheckResult]:
+    """Outcomes as check results: warn-only rules fail with WARN, every other rule with ERROR."""
+    return [
+        dg.AssetCheckResult(
+            check_name=o.rule,
+            passed=o.passed,
+            severity=dg.AssetCheckSeverity.WARN if o.warn_only else dg.AssetCheckSeverity.ERROR,
+            description=o.description,
+            metadata=o.metadata,
+        )
+        for o in outcomes
+    ]
 
 
 def _manifest(nextesy: NextesyResource, batch_id: str) -> ingest.BatchManifest:
@@ -41,12 +65,20 @@ def _manifest(nextesy: NextesyResource, batch_id: str) -> ingest.BatchManifest:
     partitions_def=batch_partitions,
     group_name=GROUP,
     kinds={"s3", "json"},
+    check_specs=rule_specs("raw_embeddings", rules_lib.RAW_RULES),
     description="A landing file as it arrived: format, size, checksum and record count.",
 )
 def raw_embeddings(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> dg.MaterializeResult:
+    started = time.perf_counter()
     with fail_fast_on_terminal_errors():
         registration = batches.lookup(nextesy.settings(), context.partition_key)
         data = ingest.read_landing(registration)
+        thresholds = nextesy.thresholds()
+    try:
+        fmt_ok, fmt_detail = True, batches.detect_format(registration.key)
+    except UnsupportedFormatError as exc:
+        fmt_ok, fmt_detail = False, str(exc)
+    records, damaged = ingest.count_records(data, registration.format) if fmt_ok else (0, None)
     return dg.MaterializeResult(
         metadata={
             "source": dg.MetadataValue.path(registration.uri),
@@ -54,8 +86,10 @@ def raw_embeddings(context: dg.AssetExecutionContext, nextesy: NextesyResource) 
             "etag": registration.etag,
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
-            "records": ingest.count_records(data, registration.format),
-        }
+            "records": records,
+            "duration_s": round(time.perf_counter() - started, 3),
+        },
+        check_results=check_results(rules_lib.judge_raw(fmt_ok, fmt_detail, len(data), records, damaged, thresholds)),
     )
 
 
@@ -64,6 +98,7 @@ def raw_embeddings(context: dg.AssetExecutionContext, nextesy: NextesyResource) 
     group_name=GROUP,
     deps=[raw_embeddings],
     kinds={"rust", "parquet"},
+    check_specs=rule_specs("parquet_batches", rules_lib.BATCH_RULES),
     description="The batch parsed and validated, its good rows written as Parquet into the table's data "
     "location (one file per day), its rejected records kept for the quarantine.",
 )
@@ -79,7 +114,9 @@ def parquet_batches(context: dg.AssetExecutionContext, nextesy: NextesyResource)
         else:
             # Write once: files an Iceberg snapshot already references are never written again.
             context.log.info(f"batch {batch_id} is already in snapshot {committed.snapshot_id}; not rewriting it")
+        outcomes = judge_batch_quality(nextesy, table, manifest)
     return dg.MaterializeResult(
+        check_results=check_results(outcomes),
         metadata={
             "rows_in": manifest.rows_in,
             "rows_good": manifest.rows_good,
@@ -92,7 +129,26 @@ def parquet_batches(context: dg.AssetExecutionContext, nextesy: NextesyResource)
             "norm_mean": manifest.norm_mean if manifest.norm_mean is not None else float("nan"),
             "duration_s": manifest.duration_s,
             "rewritten": committed is None,
-        }
+        },
+    )
+
+
+def judge_batch_quality(
+    nextesy: NextesyResource, table: "Table", manifest: ingest.BatchManifest
+) -> list[rules_lib.Outcome]:
+    """Profile the files the batch really wrote, compare with recent batches, run the expectation suite."""
+    settings, thresholds = nextesy.settings(), nextesy.thresholds()
+    profile = quality.profile_batch([f.uri for f in manifest.data_files], settings.dims, thresholds)
+    earlier = [b for b in iceberg.committed_batches(table) if b != manifest.batch_id]
+    reference = [
+        stats
+        for batch in earlier[-thresholds.drift_reference_batches :]
+        if (stats := quality.load_stats(settings, batch)) is not None
+    ]
+    quality.save_stats(settings, manifest.batch_id, profile.models)
+    report = expectations.validate_batch(profile.scalars, thresholds) if profile.scalars is not None else None
+    return rules_lib.judge_batch(
+        manifest, profile, settings.dims, thresholds, quality.drift(profile.models, reference), report
     )
 
 
@@ -184,7 +240,12 @@ def quarantine(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> d
     deps=[iceberg_table],
     kinds={"gcs", "iceberg"},
     pool=props.REPLICA_POOL,
-    check_specs=[dg.AssetCheckSpec(REPLICA_PARITY, asset="gcs_replica")],
+    check_specs=[
+        dg.AssetCheckSpec(REPLICA_PARITY, asset="gcs_replica"),
+        dg.AssetCheckSpec(
+            REPLICA_LAG, asset="gcs_replica", description="Replica lag within NEXTESY_REPLICA_MAX_LAG_S."
+        ),
+    ],
     description="Exact replica of nextesy.embeddings on GCS: the source snapshot's live files copied and "
     "checksum-verified, then one replica commit carrying nextesy.source-snapshot-id.",
 )
@@ -193,6 +254,7 @@ def gcs_replica(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> 
     with fail_fast_on_terminal_errors():
         result = replication.replicate(settings, on_file=lambda rel, size: context.log.debug(f"verified {rel}"))
         parity = replication.parity(settings)
+        max_lag = nextesy.thresholds().max_replica_lag_s
     seconds = max(result.duration_s, 1e-9)
     return dg.MaterializeResult(
         metadata={
@@ -224,6 +286,19 @@ def gcs_replica(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> 
                     "replica_files": parity.replica_files,
                     "mismatched_files": len(parity.mismatched),
                 },
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name=REPLICA_LAG,
+                passed=parity.lag_seconds <= max_lag,
+                description=f"{parity.lag_snapshots} snapshots and {parity.lag_seconds:.0f} s behind the source "
+                f"(limit {max_lag} s); before this run: {result.lag_snapshots} snapshots, {result.lag_seconds:.0f} s",
+                metadata={
+                    "lag_snapshots": parity.lag_snapshots,
+                    "lag_seconds": parity.lag_seconds,
+                    "lag_snapshots_before": result.lag_snapshots,
+                    "lag_seconds_before": result.lag_seconds,
+                    "max_lag_seconds": max_lag,
+                },
+            ),
         ],
     )

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ..lib import iceberg
 from ..lib.settings import Settings
+from ..lib.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -41,6 +42,10 @@ class NextesyResource(dg.ConfigurableResource):
                 "default_model": self.default_model,
             }
         )
+
+    def thresholds(self) -> Thresholds:
+        """Data-quality limits from their NEXTESY_* variables (see the README)."""
+        return Thresholds.load()
 
     def source_catalog(self) -> "Catalog":
         return iceberg.source_catalog(self.settings())

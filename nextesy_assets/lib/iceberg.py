@@ -93,6 +93,12 @@ def find_batch_snapshot(table: Table, batch_id: str) -> Snapshot | None:
     return None
 
 
+def committed_batches(table: Table) -> list[str]:
+    """Batch ids in commit order, read from the snapshot summaries."""
+    ordered = sorted(table.metadata.snapshots, key=lambda s: s.sequence_number or 0)
+    return [s.summary[props.BATCH_ID] for s in ordered if s.summary is not None and s.summary[props.BATCH_ID]]
+
+
 def _commit_once(table: Table, batch_id: str, commit: Callable[[], None]) -> tuple[int, bool]:
     """Run `commit` unless the batch is already in the table; retry after a refresh on conflict.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -88,15 +89,15 @@ def read_landing(registration: BatchRegistration) -> bytes:
     return storage.read_bytes(registration.uri)
 
 
-def count_records(data: bytes, fmt: str) -> int:
-    """Non-blank lines: the records a JSONL file holds (a damaged gzip counts what decodes)."""
+def count_records(data: bytes, fmt: str) -> tuple[int, str | None]:
+    """Non-blank lines, the records a JSONL file holds, and what is damaged (a broken gzip counts what decodes)."""
     count = 0
     try:
         for line in open_landing(data, fmt):
             count += bool(line.strip())
-    except (OSError, EOFError):
-        pass
-    return count
+    except (OSError, EOFError, zlib.error) as exc:
+        return count, f"cannot decode past record {count}: {exc}"
+    return count, None
 
 
 def _embeddings_table(parsed: ParsedBatch, batch_id: str, ingested_at: datetime) -> pa.Table:

@@ -239,6 +239,8 @@ class Parity:
     extra: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     checksummed: int = 0
+    lag_snapshots: int = 0
+    lag_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -270,6 +272,7 @@ def parity(settings: Settings, checksum_sample: int | None = 8) -> Parity:
     result = Parity(current.snapshot_id if current else None, watermark(replica) if replica else None)
     if current is None or replica is None:
         return result
+    result.lag_snapshots, result.lag_seconds = _lag(source, result.watermark)
     wanted = live_files(source, result.watermark) if result.watermark is not None else {}
     present = live_files(replica)
     result.source_rows = sum(f.record_count for f in live_files(source).values())
