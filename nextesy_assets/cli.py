@@ -92,7 +92,8 @@ def sync(home: str | None) -> None:
             progress.advance(task)
             status = "[green]ok[/]" if outcome.ok else f"[red]FAILED[/] {outcome.error}"
             console.print(
-                f"{outcome.key}: {outcome.rows_committed} committed, {outcome.rows_quarantined} quarantined {status}"
+                f"{outcome.key}: {outcome.rows_committed} committed, {outcome.rows_quarantined} quarantined {status}",
+                soft_wrap=True,  # paths and messages stay whole lines, easy to copy
             )
 
         try:

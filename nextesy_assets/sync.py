@@ -15,8 +15,9 @@ from .lib.batches import BatchRegistration
 from .lib.errors import NextesyError
 from .lib.settings import Settings
 
-# Runs started by sync log warnings and errors only; the full event log is in the UI.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs started by sync print nothing themselves: sync reports each batch, and the full event log of
+# every run (failures with their stack traces) is in the Dagster UI.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 _DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 
@@ -66,14 +67,23 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
+    """Why a run failed, in the words of the check or step that stopped it."""
+    blocked = [
+        f"blocked by {e.asset_key.to_user_string()}:{e.check_name}: {e.description}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    if blocked:
+        return "; ".join(blocked) + f" (run {result.run_id})"
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
             user = event.step_failure_data.user_failure_data
-            return (user.description if user and user.description else None) or (
+            message = (user.description if user and user.description else None) or (
                 error.message.strip() if error else "step failed"
             )
-    return "run failed"
+            return f"{event.step_key}: {message} (run {result.run_id})"
+    return f"run {result.run_id} failed"
 
 
 def pending_batches(settings: Settings, instance: dg.DagsterInstance) -> landing.LandingScan:

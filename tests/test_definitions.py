@@ -24,9 +24,34 @@ def test_asset_and_check_keys_are_pinned() -> None:
         "raw_embeddings",
     ]
     assert sorted(k.to_user_string() for k in graph.asset_check_keys) == [
+        "gcs_replica:replica_lag",
         "gcs_replica:replica_parity",
         "iceberg_table:rows_accounted",
+        "parquet_batches:drift",
+        "parquet_batches:duplicate_vectors",
+        "parquet_batches:expectations",
+        "parquet_batches:finite_values",
+        "parquet_batches:no_zero_vectors",
+        "parquet_batches:norm_band",
+        "parquet_batches:reject_ratio",
+        "parquet_batches:schema",
+        "parquet_batches:vector_dims",
+        "raw_embeddings:readable",
+        "raw_embeddings:recognised_format",
+        "raw_embeddings:within_limits",
     ]
+    blocking = {k.to_user_string() for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {
+        "iceberg_table:rows_accounted",
+        "parquet_batches:finite_values",
+        "parquet_batches:no_zero_vectors",
+        "parquet_batches:norm_band",
+        "parquet_batches:reject_ratio",
+        "parquet_batches:schema",
+        "parquet_batches:vector_dims",
+        "raw_embeddings:recognised_format",
+        "raw_embeddings:within_limits",
+    }
 
 
 def test_jobs_sensors_and_lineage() -> None:
