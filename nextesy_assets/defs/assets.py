@@ -172,7 +172,7 @@ def iceberg_table(context: dg.AssetExecutionContext, nextesy: NextesyResource) -
     snapshot_id, new_commit = None, False
     if manifest.data_files:
         snapshot_id, new_commit = iceberg.commit_data_files(
-            table, batch_id, [f.uri for f in manifest.data_files], manifest.rows_good
+            table, batch_id, [f.uri for f in manifest.data_files], manifest.rows_good, manifest.rows_in
         )
     snapshot = table.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
     committed = int(snapshot.summary["added-records"] or 0) if snapshot and snapshot.summary else 0
@@ -223,7 +223,7 @@ def quarantine(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> d
     table = iceberg.ensure_quarantine_table(nextesy.source_catalog(), settings.warehouse_uri)
     snapshot_id, new_commit = None, False
     if manifest.rows_rejected:
-        snapshot_id, new_commit = iceberg.append_rows(table, batch_id, ingest.read_rejects(manifest))
+        snapshot_id, new_commit = iceberg.append_rows(table, batch_id, ingest.read_rejects(manifest), manifest.rows_in)
     return dg.MaterializeResult(
         metadata={
             "table": "nextesy.quarantine",
@@ -301,4 +301,36 @@ def gcs_replica(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> 
                 },
             ),
         ],
+    )
+
+
+@dg.asset_check(
+    asset=iceberg_table,
+    additional_deps=[quarantine],
+    name="rows_accounted_total",
+    description="For every batch in the tables and in total: rows in = rows committed + rows quarantined, "
+    "and the totals equal the rows the two tables hold (from snapshot summaries, no data read).",
+)
+def rows_accounted_total(nextesy: NextesyResource) -> dg.AssetCheckResult:
+    settings = nextesy.settings()
+    catalog = nextesy.source_catalog()
+    result = iceberg.reconcile(
+        iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims),
+        iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri),
+    )
+    unbalanced = "; ".join(f"{b}: in {i} != {c} + {q}" for b, (i, c, q) in list(result.unbalanced.items())[:5])
+    return dg.AssetCheckResult(
+        passed=result.ok,
+        description=f"{result.batches} batches: {result.rows_in} rows in = {result.rows_committed} committed + "
+        f"{result.rows_quarantined} quarantined; tables hold {result.table_rows} and {result.quarantine_rows}"
+        + (f"; unbalanced: {unbalanced}" if unbalanced else ""),
+        metadata={
+            "batches": result.batches,
+            "rows_in": result.rows_in,
+            "rows_committed": result.rows_committed,
+            "rows_quarantined": result.rows_quarantined,
+            "table_rows": result.table_rows,
+            "quarantine_rows": result.quarantine_rows,
+            "unbalanced_batches": len(result.unbalanced),
+        },
     )

@@ -26,12 +26,20 @@ class DemoFile:
     bad_records: int
 
 
-def structured_vectors(rng: np.random.Generator, rows: int, dims: int, clusters: int = 12) -> np.ndarray:
+def structured_vectors(
+    rng: np.random.Generator, rows: int, dims: int, clusters: int = 12, space_seed: int = 0
+) -> np.ndarray:
     """Unit vectors from a low-rank mixture: cluster centroids plus noise in a shared subspace, like
-    real sentence embeddings (which are far from isotropic)."""
+    real sentence embeddings (which are far from isotropic: they share a common direction).
+
+    `space_seed` fixes the subspace and the clusters, so calls with different `rng`s sample one model.
+    """
     rank = min(dims, 32)
-    basis = rng.standard_normal((rank, dims)).astype(np.float32)
-    centroids = rng.standard_normal((clusters, rank)).astype(np.float32)
+    space = np.random.default_rng(space_seed)
+    basis = space.standard_normal((rank, dims)).astype(np.float32)
+    centroids = space.standard_normal((clusters, rank)).astype(np.float32) + 2.0 * space.standard_normal(rank).astype(
+        np.float32
+    )
     labels = rng.integers(0, clusters, rows)
     latent = centroids[labels] + 0.35 * rng.standard_normal((rows, rank)).astype(np.float32)
     vectors = latent @ basis + 0.05 * rng.standard_normal((rows, dims)).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
@@ -123,9 +124,9 @@ def _commit_once(table: Table, batch_id: str, commit: Callable[[], None]) -> tup
     return snapshot.snapshot_id, True
 
 
-def commit_data_files(table: Table, batch_id: str, file_uris: list[str], rows: int) -> tuple[int, bool]:
+def commit_data_files(table: Table, batch_id: str, file_uris: list[str], rows: int, rows_in: int) -> tuple[int, bool]:
     """Register already-written Parquet files in one snapshot (no rewrite), exactly once per batch."""
-    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows)}
+    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows), props.BATCH_ROWS_IN: str(rows_in)}
     return _commit_once(
         table,
         batch_id,
@@ -133,7 +134,52 @@ def commit_data_files(table: Table, batch_id: str, file_uris: list[str], rows: i
     )
 
 
-def append_rows(table: Table, batch_id: str, rows: pa.Table) -> tuple[int, bool]:
+def append_rows(table: Table, batch_id: str, rows: pa.Table, rows_in: int) -> tuple[int, bool]:
     """Append `rows` in one snapshot, exactly once per batch."""
-    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows.num_rows)}
+    summary = {props.BATCH_ID: batch_id, props.BATCH_ROWS: str(rows.num_rows), props.BATCH_ROWS_IN: str(rows_in)}
     return _commit_once(table, batch_id, lambda: table.append(rows, snapshot_properties=summary))
+
+
+@dataclass
+class Reconciliation:
+    """Rows in against rows committed and quarantined, for every batch in the tables, from snapshot summaries."""
+
+    batches: int = 0
+    rows_in: int = 0
+    rows_committed: int = 0
+    rows_quarantined: int = 0
+    table_rows: int = 0
+    quarantine_rows: int = 0
+    unbalanced: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.unbalanced
+            and self.rows_in == self.rows_committed + self.rows_quarantined
+            and (self.table_rows, self.quarantine_rows) == (self.rows_committed, self.rows_quarantined)
+        )
+
+
+def reconcile(embeddings: Table, quarantine: Table) -> Reconciliation:
+    """Per batch and in total: rows in = rows committed + rows quarantined; totals match the tables."""
+    per_batch: dict[str, list[int]] = {}  # batch -> [rows_in, committed, quarantined]
+    for column, table in ((1, embeddings), (2, quarantine)):
+        for snapshot in table.metadata.snapshots:
+            summary = snapshot.summary
+            if summary is None or not summary[props.BATCH_ID]:
+                continue
+            entry = per_batch.setdefault(summary[props.BATCH_ID], [0, 0, 0])
+            entry[0] = int(summary[props.BATCH_ROWS_IN] or 0)
+            entry[column] += int(summary["added-records"] or 0)
+    result = Reconciliation(batches=len(per_batch))
+    for batch_id, (rows_in, committed, quarantined) in per_batch.items():
+        result.rows_in += rows_in
+        result.rows_committed += committed
+        result.rows_quarantined += quarantined
+        if rows_in != committed + quarantined:
+            result.unbalanced[batch_id] = (rows_in, committed, quarantined)
+    for attr, table in (("table_rows", embeddings), ("quarantine_rows", quarantine)):
+        current = table.current_snapshot()
+        setattr(result, attr, int(current.summary["total-records"] or 0) if current and current.summary else 0)
+    return result

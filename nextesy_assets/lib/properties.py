@@ -9,6 +9,7 @@ QUARANTINE_TABLE = "quarantine"
 # Snapshot summary properties: the idempotency keys live in the data, not in process memory.
 BATCH_ID = "nextesy.batch-id"
 BATCH_ROWS = "nextesy.batch-rows"
+BATCH_ROWS_IN = "nextesy.batch-rows-in"
 SOURCE_SNAPSHOT_ID = "nextesy.source-snapshot-id"
 SOURCE_SNAPSHOT_TS = "nextesy.source-snapshot-timestamp-ms"
 
