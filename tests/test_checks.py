@@ -223,3 +223,33 @@ def test_raw_embeddings_within_limits_blocks_an_oversized_file(
     write_lines(home / "landing" / "many.jsonl", [json.dumps(good_record(i)) for i in range(5)])
     out = CliRunner().invoke(main, ["sync"])
     assert out.exit_code == 1 and "raw_embeddings:within_limits" in out.output and "5 records (limit 3)" in out.output
+
+
+def test_reconciliation_finds_a_batch_whose_rows_do_not_add_up(home: Path, settings: Settings, tmp_path: Path) -> None:
+    catalog = iceberg.source_catalog(settings)
+    embeddings = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, DIMS)
+    quarantined = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
+    good = batch_file(tmp_path, unit_rows(5).tolist())
+    iceberg.commit_data_files(embeddings, "balanced", [good], rows=5, rows_in=5)
+    assert iceberg.reconcile(embeddings, quarantined).ok
+    other = batch_file(tmp_path, unit_rows(3).tolist())
+    iceberg.commit_data_files(embeddings, "lossy", [other], rows=3, rows_in=4)  # one row vanished
+    result = iceberg.reconcile(embeddings, quarantined)
+    assert not result.ok and result.unbalanced == {"lossy": (4, 3, 0)}
+    assert (result.rows_in, result.rows_committed, result.table_rows) == (9, 8, 8)
+
+
+def test_every_error_check_passes_on_a_clean_sync(home: Path, settings: Settings) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["demo", "--files", "2", "--rows", "30"]).exit_code == 0
+    assert runner.invoke(main, ["sync"]).exit_code == 0
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        evaluations = [
+            event.asset_check_evaluation
+            for run in instance.get_runs()
+            for event in instance.all_logs(run.run_id)
+            if event.dagster_event and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+    failed = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations if e and not e.passed}
+    assert len(evaluations) > 40
+    assert failed == set(), failed
