@@ -32,7 +32,7 @@ def open_tables(settings: "Settings") -> Iterator[tuple["duckdb.DuckDBPyConnecti
 
     catalog = iceberg.source_catalog(settings)
     tables = {
-        "embeddings": iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims),
+        "embeddings": iceberg.embeddings_table(settings),
         "quarantine": iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri),
     }
     con = duckdb_iceberg.connect()

@@ -140,7 +140,7 @@ def status(home: str | None) -> None:
 
     settings = _settings(home)
     catalog = iceberg.source_catalog(settings)
-    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
     replica = replication.ensure_replica_table(settings, source)
     table = Table(title="nextesy tables")

@@ -142,7 +142,7 @@ def run_sync(
 
 def _sync_replica(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, summary: SyncSummary) -> None:
     """Run the replica job unless the replica already reflects the source's current snapshot."""
-    source = iceberg.ensure_embeddings_table(iceberg.source_catalog(settings), settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     current = source.current_snapshot()
     summary.source_snapshot_id = current.snapshot_id if current else None
     if current is None:

@@ -25,7 +25,7 @@ def run(*args: str, code: int = 0) -> str:
 
 def snapshot_counts(settings: Settings) -> tuple[int, int, int]:
     catalog = iceberg.source_catalog(settings)
-    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
     replica = replication.ensure_replica_table(settings, source)
     return len(source.metadata.snapshots), len(quarantine.metadata.snapshots), len(replica.metadata.snapshots)
@@ -47,7 +47,7 @@ def test_demo_then_sync_gives_exact_counts_and_an_equal_replica(home: Path, sett
     # 3 files x 40 good rows; the first file carries 7 bad records (one per reason, one duplicate key).
     assert "120" in out and "rows committed" in out
     catalog = iceberg.source_catalog(settings)
-    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
     assert source.scan().to_arrow().num_rows == 120
     reasons = sorted(quarantine.scan().to_arrow()["reason"].to_pylist())
@@ -85,8 +85,7 @@ def test_a_repeat_sync_changes_nothing_and_a_later_file_is_picked_up_alone(home:
     assert "1 new" in out
     source_snapshots, quarantine_snapshots, replica_snapshots = snapshot_counts(settings)
     assert (source_snapshots, quarantine_snapshots, replica_snapshots) == (before[0] + 1, before[1], before[2] + 1)
-    catalog = iceberg.source_catalog(settings)
-    rows = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims).scan().to_arrow()
+    rows = iceberg.embeddings_table(settings).scan().to_arrow()
     assert rows.num_rows == 26
 
 

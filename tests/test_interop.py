@@ -36,7 +36,7 @@ def test_duckdb_reads_source_replica_and_quarantine(
     assert runner.invoke(main, ["demo", "--files", "2", "--rows", "25"]).exit_code == 0
     assert runner.invoke(main, ["sync"]).exit_code == 0
     catalog = iceberg.source_catalog(settings)
-    source = iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     quarantine = iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri)
     replica = replication.ensure_replica_table(settings, source)
 

@@ -65,7 +65,7 @@ def check(result: dg.ExecuteInProcessResult, asset: str, name: str):  # type: ig
 def tables(settings: Settings):  # type: ignore[no-untyped-def]
     catalog = iceberg.source_catalog(settings)
     return (
-        iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims),
+        iceberg.embeddings_table(settings),
         iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri),
     )
 

@@ -12,6 +12,7 @@ from ..lib import batches, expectations, iceberg, ingest, quality, replication
 from ..lib import properties as props
 from ..lib import rules as rules_lib
 from ..lib.errors import TerminalError, UnsupportedFormatError
+from ..lib.schema import embeddings_arrow
 from .partitions import batch_partitions
 from .resources import NextesyResource
 
@@ -106,7 +107,7 @@ def parquet_batches(context: dg.AssetExecutionContext, nextesy: NextesyResource)
     settings = nextesy.settings()
     batch_id = context.partition_key
     with fail_fast_on_terminal_errors():
-        table = iceberg.ensure_embeddings_table(nextesy.source_catalog(), settings.warehouse_uri, settings.dims)
+        table = iceberg.embeddings_table(settings)
         committed = iceberg.find_batch_snapshot(table, batch_id)
         manifest = ingest.load_manifest(settings, batch_id) if committed else None
         if manifest is None:
@@ -138,7 +139,9 @@ def judge_batch_quality(
 ) -> list[rules_lib.Outcome]:
     """Profile the files the batch really wrote, compare with recent batches, run the expectation suite."""
     settings, thresholds = nextesy.settings(), nextesy.thresholds()
-    profile = quality.profile_batch([f.uri for f in manifest.data_files], settings.dims, thresholds)
+    profile = quality.profile_batch(
+        [f.uri for f in manifest.data_files], settings.dims, thresholds, embeddings_arrow(settings.extra_columns)
+    )
     earlier = [b for b in iceberg.committed_batches(table) if b != manifest.batch_id]
     reference = [
         stats
@@ -168,7 +171,7 @@ def iceberg_table(context: dg.AssetExecutionContext, nextesy: NextesyResource) -
     batch_id = context.partition_key
     manifest = _manifest(nextesy, batch_id)
     with fail_fast_on_terminal_errors():
-        table = iceberg.ensure_embeddings_table(nextesy.source_catalog(), settings.warehouse_uri, settings.dims)
+        table = iceberg.embeddings_table(settings)
     snapshot_id, new_commit = None, False
     if manifest.data_files:
         snapshot_id, new_commit = iceberg.commit_data_files(
@@ -315,7 +318,7 @@ def rows_accounted_total(nextesy: NextesyResource) -> dg.AssetCheckResult:
     settings = nextesy.settings()
     catalog = nextesy.source_catalog()
     result = iceberg.reconcile(
-        iceberg.ensure_embeddings_table(catalog, settings.warehouse_uri, settings.dims),
+        iceberg.embeddings_table(settings),
         iceberg.ensure_quarantine_table(catalog, settings.warehouse_uri),
     )
     unbalanced = "; ".join(f"{b}: in {i} != {c} + {q}" for b, (i, c, q) in list(result.unbalanced.items())[:5])

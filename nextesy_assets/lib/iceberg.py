@@ -12,7 +12,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from . import properties as props
 from . import storage
 from .errors import SchemaConflictError
-from .schema import EMBEDDINGS_SCHEMA, EMBEDDINGS_SPEC, QUARANTINE_SCHEMA
+from .schema import EMBEDDINGS_SCHEMA, EMBEDDINGS_SPEC, EXTRA_ICEBERG_TYPES, QUARANTINE_SCHEMA
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -57,8 +57,13 @@ def _identifier(table: str) -> tuple[str, str]:
     return (props.NAMESPACE, table)
 
 
-def ensure_embeddings_table(catalog: Catalog, warehouse_uri: str, dims: int) -> Table:
-    """The embeddings table, created on first use; refuses a dimension other than the table's."""
+def ensure_embeddings_table(
+    catalog: Catalog, warehouse_uri: str, dims: int, extra_columns: tuple[tuple[str, str], ...] = ()
+) -> Table:
+    """The embeddings table, created on first use and evolved to hold the promoted `extra_columns`.
+
+    A dimension other than the table's is refused, never evolved.
+    """
     catalog.create_namespace_if_not_exists(props.NAMESPACE)
     table = catalog.create_table_if_not_exists(
         _identifier(props.EMBEDDINGS_TABLE),
@@ -73,7 +78,42 @@ def ensure_embeddings_table(catalog: Catalog, warehouse_uri: str, dims: int) -> 
             f"table {'.'.join(_identifier(props.EMBEDDINGS_TABLE))} holds {table_dims}-d vectors but "
             f"NEXTESY_DIMS={dims}; a dimension change is refused, not evolved"
         )
+    return evolve(table, extra_columns)
+
+
+def evolve(table: Table, extra_columns: tuple[tuple[str, str], ...]) -> Table:
+    """Add the promoted columns the table lacks (optional, so older files read them as null).
+
+    The files Nextesy registers carry no field ids, so the name mapping is rewritten with the schema:
+    without it a new column in new files would read as null.
+    """
+    from pyiceberg.table import TableProperties
+
+    existing = {f.name: f for f in table.schema().fields}
+    for name, kind in extra_columns:
+        if name in existing and existing[name].field_type != EXTRA_ICEBERG_TYPES[kind]:
+            raise SchemaConflictError(
+                f"NEXTESY_EXTRA_COLUMNS declares {name}:{kind} but table {table.name()} holds {name} as "
+                f"{existing[name].field_type}; a column's type is not changed"
+            )
+    missing = [(name, kind) for name, kind in extra_columns if name not in existing]
+    if not missing:
+        return table
+    with table.transaction() as txn:
+        with txn.update_schema() as update:
+            for name, kind in missing:
+                update.add_column(name, EXTRA_ICEBERG_TYPES[kind], doc="promoted input field (NEXTESY_EXTRA_COLUMNS)")
+        txn.set_properties(
+            **{TableProperties.DEFAULT_NAME_MAPPING: txn.table_metadata.schema().name_mapping.model_dump_json()}
+        )
     return table
+
+
+def embeddings_table(settings: Settings) -> Table:
+    """The source embeddings table as the settings describe it (catalog, location, dimension, columns)."""
+    return ensure_embeddings_table(
+        source_catalog(settings), settings.warehouse_uri, settings.dims, settings.extra_columns
+    )
 
 
 def ensure_quarantine_table(catalog: Catalog, warehouse_uri: str) -> Table:

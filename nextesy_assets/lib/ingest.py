@@ -19,7 +19,7 @@ from . import storage
 from .batches import BatchRegistration
 from .errors import LandingFileChangedError
 from .records import ParsedBatch, open_landing, parse_jsonl
-from .schema import EMBEDDINGS_ARROW, QUARANTINE_ARROW, VECTOR_TYPE
+from .schema import EXTRA_ARROW_TYPES, QUARANTINE_ARROW, VECTOR_TYPE, embeddings_arrow
 from .settings import Settings
 
 _DAY_MICROS = 86_400_000_000
@@ -100,7 +100,9 @@ def count_records(data: bytes, fmt: str) -> tuple[int, str | None]:
     return count, None
 
 
-def _embeddings_table(parsed: ParsedBatch, batch_id: str, ingested_at: datetime) -> pa.Table:
+def _embeddings_table(
+    parsed: ParsedBatch, batch_id: str, ingested_at: datetime, extra_columns: tuple[tuple[str, str], ...] = ()
+) -> pa.Table:
     n = parsed.rows_good
     values = pa.array(parsed.vectors.reshape(-1), type=pa.float32())
     offsets = pa.array(np.arange(0, (n + 1) * parsed.dims, parsed.dims, dtype=np.int32), type=pa.int32())
@@ -115,8 +117,9 @@ def _embeddings_table(parsed: ParsedBatch, batch_id: str, ingested_at: datetime)
             pa.array(parsed.payloads, pa.string()),
             pa.array([batch_id] * n, pa.string()),
             pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+            *(pa.array(parsed.extras[name], EXTRA_ARROW_TYPES[kind]) for name, kind in extra_columns),
         ],
-        schema=EMBEDDINGS_ARROW,
+        schema=embeddings_arrow(extra_columns),
     )
 
 
@@ -167,7 +170,11 @@ def convert_batch(settings: Settings, registration: BatchRegistration, table_loc
     started = time.perf_counter()
     data = read_landing(registration)
     parsed = parse_jsonl(
-        open_landing(data, registration.format), settings.dims, settings.default_model, settings.raw_limit
+        open_landing(data, registration.format),
+        settings.dims,
+        settings.default_model,
+        settings.raw_limit,
+        settings.extra_columns,
     )
     now = datetime.now(UTC)
     batch_id = registration.batch_id
@@ -186,7 +193,7 @@ def convert_batch(settings: Settings, registration: BatchRegistration, table_loc
         manifest.norm_min = float(parsed.norms.min())
         manifest.norm_mean = float(parsed.norms.mean())
         manifest.norm_max = float(parsed.norms.max())
-        table = _embeddings_table(parsed, batch_id, now)
+        table = _embeddings_table(parsed, batch_id, now, settings.extra_columns)
         days = np.asarray(parsed.ts_micros, dtype=np.int64) // _DAY_MICROS
         row_group_rows = max(1, settings.row_group_bytes // (settings.dims * 4 + 64))
         for day in np.unique(days):

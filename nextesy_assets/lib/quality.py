@@ -64,7 +64,9 @@ def norm_bins(thresholds: Thresholds) -> np.ndarray:
     return np.concatenate([[-np.inf], inner, [np.inf]])
 
 
-def profile_batch(data_files: list[str], dims: int, thresholds: Thresholds) -> BatchProfile:
+def profile_batch(
+    data_files: list[str], dims: int, thresholds: Thresholds, expected_schema: pa.Schema = EMBEDDINGS_ARROW
+) -> BatchProfile:
     """Read the batch's Parquet files back (what was really written) and measure everything once."""
     profile = BatchProfile()
     bins = norm_bins(thresholds)
@@ -77,8 +79,13 @@ def profile_batch(data_files: list[str], dims: int, thresholds: Thresholds) -> B
         with fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             schema = parquet.schema_arrow
-            if not schema.remove_metadata().equals(EMBEDDINGS_ARROW, check_metadata=False):
-                profile.schema_problems.append(f"{uri}: {schema.remove_metadata()} != {EMBEDDINGS_ARROW}")
+            if not schema.remove_metadata().equals(expected_schema, check_metadata=False):
+                found, wanted = set(schema.names), set(expected_schema.names)
+                profile.schema_problems.append(
+                    f"{uri}: columns {sorted(found - wanted)} unexpected, {sorted(wanted - found)} missing"
+                    if found != wanted
+                    else f"{uri}: column types differ from {expected_schema}"
+                )
             for chunk in parquet.iter_batches(batch_size=16_384, columns=["id", "model", "vector", "ts"]):
                 _profile_chunk(profile, chunk, dims, thresholds, bins, exact, near, norms_all, scalars)
     if norms_all:

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -63,6 +64,7 @@ class ParsedBatch:
     norms: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
     rejects: list[Reject] = field(default_factory=list)
     rows_in: int = 0
+    extras: dict[str, list[Any]] = field(default_factory=dict)  # promoted field -> one value per good row
 
     @property
     def rows_good(self) -> int:
@@ -123,7 +125,29 @@ def _load_line(text: str) -> Any:
         return json.loads(text)
 
 
-def _validate(record: Any, dims: int, default_model: str) -> tuple[str, str, list[Any], int, str | None, str | None]:
+_EXTRA_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "long": (lambda v: type(v) is int and -(2**63) <= v < 2**63, "a 64-bit integer"),
+    "double": (lambda v: type(v) in (int, float), "a number"),
+    "boolean": (lambda v: type(v) is bool, "true or false"),
+}
+
+
+def _promote(extra: dict[str, Any], extra_columns: tuple[tuple[str, str], ...]) -> tuple[Any, ...]:
+    """Take the configured fields out of the payload, checking each against its declared type."""
+    values = []
+    for name, kind in extra_columns:
+        value = extra.pop(name, None)
+        accepts, expected = _EXTRA_CHECKS[kind]
+        if value is not None and not accepts(value):
+            raise _Rejected(Reason.BAD_TYPE, f"{name} must be {expected} (NEXTESY_EXTRA_COLUMNS), got {value!r:.40}")
+        values.append(float(value) if kind == "double" and value is not None else value)
+    return tuple(values)
+
+
+def _validate(
+    record: Any, dims: int, default_model: str, extra_columns: tuple[tuple[str, str], ...] = ()
+) -> tuple[str, str, list[Any], int, str | None, str | None, tuple[Any, ...]]:
     if not isinstance(record, dict):
         raise _Rejected(Reason.MALFORMED_RECORD, f"record must be a JSON object, got {type(record).__name__}")
     for name in ("id", "vector", "ts"):
@@ -146,8 +170,9 @@ def _validate(record: Any, dims: int, default_model: str) -> tuple[str, str, lis
         raise _Rejected(Reason.WRONG_DIMENSION, f"vector has {len(vector)} values, expected {dims}")
     ts = _parse_ts(record["ts"])
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    promoted = _promote(extra, extra_columns)
     payload = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
-    return record_id, model, vector, ts, source, payload
+    return record_id, model, vector, ts, source, payload, promoted
 
 
 def open_landing(data: bytes, fmt: str) -> IO[bytes]:
@@ -167,6 +192,7 @@ class _Candidate:
     ts: int
     source: str | None
     payload: str | None
+    promoted: tuple[Any, ...] = ()
 
 
 # Rows validated together by the native kernel; bounds the memory held for their raw text.
@@ -210,6 +236,8 @@ class _Collector:
                 batch.ts_micros.append(candidate.ts)
                 batch.sources.append(candidate.source)
                 batch.payloads.append(candidate.payload)
+                for values, value in zip(batch.extras.values(), candidate.promoted, strict=True):
+                    values.append(value)
         self.vectors.append(matrix[keep])
         self.norms.append(norms[keep])
         self.pending = []
@@ -237,12 +265,19 @@ def _to_float32(candidates: list[_Candidate], dims: int) -> np.ndarray:
     return matrix
 
 
-def parse_jsonl(stream: IO[bytes], dims: int, default_model: str, raw_limit: int) -> ParsedBatch:
+def parse_jsonl(
+    stream: IO[bytes],
+    dims: int,
+    default_model: str,
+    raw_limit: int,
+    extra_columns: tuple[tuple[str, str], ...] = (),
+) -> ParsedBatch:
     """Validate JSONL records; every record ends up a good row or a reject with a reason.
 
     `record_index` is the 0-based line number in the (decompressed) file; blank lines are not records.
+    Fields named in `extra_columns` become columns of their own instead of staying in `payload`.
     """
-    batch = ParsedBatch(dims=dims)
+    batch = ParsedBatch(dims=dims, extras={name: [] for name, _ in extra_columns})
     collector = _Collector(batch, raw_limit)
     lines = enumerate(stream)
     index = -1
@@ -267,7 +302,7 @@ def parse_jsonl(stream: IO[bytes], dims: int, default_model: str, raw_limit: int
                 record = _load_line(text)
             except ValueError as exc:
                 raise _Rejected(Reason.MALFORMED_RECORD, f"not valid JSON: {exc}") from None
-            fields_ = _validate(record, dims, default_model)
+            fields_ = _validate(record, dims, default_model, extra_columns)
         except _Rejected as rejected:
             batch.rejects.append(Reject(index, rejected.reason, rejected.detail, text[:raw_limit]))
             continue

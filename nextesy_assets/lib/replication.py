@@ -158,9 +158,14 @@ def ensure_replica_table(settings: Settings, source: Table) -> Table:
         partition_spec=source.spec(),
         properties=dict(source.properties),
     )
-    if replica.schema() != source.schema():
-        with replica.update_schema() as update:
-            update.union_by_name(source.schema())
+    if replica.schema() != source.schema() or dict(replica.properties) != dict(source.properties):
+        # Schema first (protocol step 2): the same columns, added in the same order, get the same ids; the
+        # properties carry the name mapping that lets readers find new columns in files without field ids.
+        with replica.transaction() as txn:
+            if replica.schema() != source.schema():
+                with txn.update_schema() as update:
+                    update.union_by_name(source.schema())
+            txn.set_properties(**source.properties)
     return replica
 
 
@@ -170,8 +175,7 @@ def replicate(
 ) -> ReplicationResult:
     """Bring the replica to the source's current snapshot (steps 1-5 of the protocol)."""
     started = time.perf_counter()
-    source_catalog = iceberg.source_catalog(settings)
-    source = iceberg.ensure_embeddings_table(source_catalog, settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     current = source.current_snapshot()
     if current is None:
         return ReplicationResult(None, None, up_to_date=True)
@@ -266,7 +270,7 @@ class Parity:
 def parity(settings: Settings, checksum_sample: int | None = 8) -> Parity:
     """Compare the replica with the source snapshot of its watermark: file set, sizes, row counts, and the
     CRC32C of `checksum_sample` files (all of them when None)."""
-    source = iceberg.ensure_embeddings_table(iceberg.source_catalog(settings), settings.warehouse_uri, settings.dims)
+    source = iceberg.embeddings_table(settings)
     current = source.current_snapshot()
     replica = ensure_replica_table(settings, source) if current is not None else None
     result = Parity(current.snapshot_id if current else None, watermark(replica) if replica else None)

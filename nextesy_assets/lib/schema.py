@@ -7,6 +7,8 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import (
+    BooleanType,
+    DoubleType,
     FloatType,
     ListType,
     LongType,
@@ -63,3 +65,15 @@ QUARANTINE_ARROW = pa.schema(
         pa.field("quarantined_at", TS, nullable=False),
     ]
 )
+
+
+EXTRA_ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(), "boolean": pa.bool_()}
+EXTRA_ICEBERG_TYPES = {"string": StringType(), "long": LongType(), "double": DoubleType(), "boolean": BooleanType()}
+
+
+def embeddings_arrow(extra_columns: tuple[tuple[str, str], ...] = ()) -> pa.Schema:
+    """The Arrow schema of the files written for the table: the core columns, then the promoted ones."""
+    schema = EMBEDDINGS_ARROW
+    for name, kind in extra_columns:
+        schema = schema.append(pa.field(name, EXTRA_ARROW_TYPES[kind]))
+    return schema

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,7 +26,31 @@ ENV_VARS: dict[str, str] = {
     "default_model": "NEXTESY_DEFAULT_MODEL",
     "raw_limit": "NEXTESY_QUARANTINE_RAW_LIMIT",
     "row_group_bytes": "NEXTESY_ROW_GROUP_BYTES",
+    "extra_columns": "NEXTESY_EXTRA_COLUMNS",
 }
+
+# Types an input field may be promoted to, as `name:type` in NEXTESY_EXTRA_COLUMNS.
+EXTRA_COLUMN_TYPES = ("string", "long", "double", "boolean")
+CORE_COLUMNS = frozenset({"id", "model", "vector", "ts", "source", "payload", "batch_id", "ingested_at"})
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def parse_extra_columns(value: str) -> tuple[tuple[str, str], ...]:
+    """`"lang:string, doc_chars:long"` -> (("lang", "string"), ("doc_chars", "long")), validated."""
+    columns: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, kind = item.partition(":")
+        name, kind = name.strip(), (kind.strip() or "string")
+        if not _IDENTIFIER.match(name):
+            raise ConfigurationError(f"NEXTESY_EXTRA_COLUMNS: {name!r} is not a lower-case identifier")
+        if name in CORE_COLUMNS or name in dict(columns):
+            raise ConfigurationError(f"NEXTESY_EXTRA_COLUMNS: {name!r} is already a column")
+        if kind not in EXTRA_COLUMN_TYPES:
+            raise ConfigurationError(
+                f"NEXTESY_EXTRA_COLUMNS: type {kind!r} of {name!r} is not one of {', '.join(EXTRA_COLUMN_TYPES)}"
+            )
+        columns.append((name, kind))
+    return tuple(columns)
 
 
 def _local_or_uri(value: str) -> str:
@@ -48,6 +73,8 @@ class Settings:
         default_model: Model name given to records that carry none.
         raw_limit: Characters of a rejected record kept in the quarantine's `raw` column.
         row_group_bytes: Target size of a Parquet row group.
+        extra_columns: Input fields promoted from `payload` to optional columns of their own, as
+            (name, type) pairs; the table's schema evolves to hold them, and the replica follows.
     """
 
     home: str
@@ -58,6 +85,7 @@ class Settings:
     default_model: str = DEFAULT_MODEL
     raw_limit: int = DEFAULT_RAW_LIMIT
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
+    extra_columns: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def load(
@@ -84,6 +112,7 @@ class Settings:
             "warehouse_uri": _local_or_uri(str(pick("warehouse_uri") or f"{home}/warehouse")),
             "replica_uri": _local_or_uri(str(pick("replica_uri") or f"{home}/replica")),
             "default_model": str(pick("default_model") or DEFAULT_MODEL),
+            "extra_columns": parse_extra_columns(str(pick("extra_columns") or "")),
         }
         for name, default in (
             ("dims", DEFAULT_DIMS),
