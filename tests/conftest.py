@@ -13,6 +13,8 @@ import pytest
 
 from nextesy_assets.lib.settings import ENV_VARS, Settings
 
+from . import stores
+
 DIMS = 8
 
 
@@ -20,12 +22,55 @@ DIMS = 8
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No user pyiceberg config, no stray NEXTESY_*/DAGSTER_HOME/cloud variables."""
     for name in list(os.environ):
-        if name.startswith(("NEXTESY_", "PYICEBERG_", "AWS_", "GOOGLE_")) or name in (
+        if name.startswith(("NEXTESY_", "PYICEBERG_", "AWS_", "GOOGLE_", "GCE_", "GCSFS_")) or name in (
             "DAGSTER_HOME",
             "STORAGE_EMULATOR_HOST",
+            "NO_GCE_CHECK",
         ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path_factory.mktemp("pyiceberg-home")))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server on a free port of 127.0.0.1, for the whole session."""
+    yield from stores.moto_server()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """fake-gcs-server on a free port of 127.0.0.1, for the whole session."""
+    yield from stores.fake_gcs_server(tmp_path_factory.mktemp("fake-gcs"))
+
+
+@pytest.fixture
+def cloud(
+    home: Path, s3_endpoint: str, gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    """Landing and warehouse on S3, the replica on GCS: fresh buckets per test, catalogs and Dagster local."""
+    for name, value in {
+        **stores.CLOUD_ENV,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "STORAGE_EMULATOR_HOST": gcs_endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    suffix = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    aws_bucket, gcp_bucket = f"aws-{suffix}", f"gcp-{suffix}"
+    boto3.client("s3").create_bucket(Bucket=aws_bucket)
+    from nextesy_assets.lib.storage import gcs_client
+
+    gcs_client().create_bucket(gcp_bucket)
+    uris = {
+        "landing": f"s3://{aws_bucket}/landing",
+        "warehouse": f"s3://{aws_bucket}/warehouse",
+        "replica": f"gs://{gcp_bucket}/replica",
+    }
+    monkeypatch.setenv("NEXTESY_LANDING_URI", uris["landing"])
+    monkeypatch.setenv("NEXTESY_WAREHOUSE_URI", uris["warehouse"])
+    monkeypatch.setenv("NEXTESY_REPLICA_URI", uris["replica"])
+    return uris
 
 
 @pytest.fixture

@@ -38,7 +38,12 @@ def _catalog(name: str, warehouse: str, settings: Settings) -> Catalog:
     if Config().get_catalog_config(name) is not None:
         return load_catalog(name)
     settings.catalog_dir.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(name, uri=f"sqlite:///{settings.catalog_dir / name}.db", warehouse=warehouse)
+    return SqlCatalog(
+        name,
+        uri=f"sqlite:///{settings.catalog_dir / name}.db",
+        warehouse=warehouse,
+        **storage.fileio_properties(warehouse),
+    )
 
 
 def source_catalog(settings: Settings) -> Catalog:

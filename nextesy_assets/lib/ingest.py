@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import posixpath
 import time
 import zlib
 from collections import Counter
@@ -144,7 +143,7 @@ def _rejects_table(parsed: ParsedBatch, batch_id: str, at: datetime) -> pa.Table
 def write_parquet(table: pa.Table, uri: str, row_group_rows: int) -> int:
     """Write `table` as Iceberg-ready Parquet (zstd, BYTE_STREAM_SPLIT vectors); returns the file size."""
     fs, path = storage.resolve(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
+    storage.ensure_parent(fs, path)
     pq.write_table(
         table,
         path,

@@ -6,7 +6,6 @@ source snapshot, never a replay of snapshot ids.
 
 from __future__ import annotations
 
-import posixpath
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,21 +49,11 @@ class ReplicationResult:
         return self.bytes_copied / 1e9 * usd_per_gb
 
 
-def crc32c_of(uri: str) -> int:
-    """CRC32C of an object's bytes, streamed."""
-    fs, path = storage.resolve(uri)
-    checksum = google_crc32c.Checksum()
-    with fs.open_input_stream(path) as stream:
-        while chunk := stream.read(_CHUNK):
-            checksum.update(chunk)
-    return int.from_bytes(checksum.digest(), "big")
-
-
 def _stream_copy(src_uri: str, dst_uri: str) -> tuple[int, int]:
     """Copy bytes and return (size, CRC32C of the source bytes as read)."""
     src_fs, src_path = storage.resolve(src_uri)
     dst_fs, dst_path = storage.resolve(dst_uri)
-    dst_fs.create_dir(posixpath.dirname(dst_path), recursive=True)
+    storage.ensure_parent(dst_fs, dst_path)
     checksum = google_crc32c.Checksum()
     size = 0
     with src_fs.open_input_stream(src_path) as source, dst_fs.open_output_stream(dst_path) as target:
@@ -82,8 +71,8 @@ def copy_verified(src_uri: str, dst_uri: str) -> tuple[int, int, bool]:
     A copy whose checksum differs from the source's is deleted and retried, never kept.
     """
     if storage.exists(dst_uri):
-        expected = crc32c_of(src_uri)
-        if crc32c_of(dst_uri) == expected:
+        expected = storage.crc32c(src_uri)
+        if storage.crc32c(dst_uri) == expected:
             return 0, expected, False
     for attempt in Retrying(
         retry=retry_if_exception_type(ReplicaVerificationError),
@@ -93,7 +82,7 @@ def copy_verified(src_uri: str, dst_uri: str) -> tuple[int, int, bool]:
     ):
         with attempt:
             size, expected = _stream_copy(src_uri, dst_uri)
-            actual = crc32c_of(dst_uri)
+            actual = storage.crc32c(dst_uri)
             if actual != expected:
                 storage.delete(dst_uri)
                 raise ReplicaVerificationError(
@@ -291,7 +280,9 @@ def parity(settings: Settings, checksum_sample: int | None = 8) -> Parity:
             result.mismatched.append(relative)
     sample = common if checksum_sample is None else common[-checksum_sample:]
     with ThreadPoolExecutor(max_workers=_COPY_WORKERS) as pool:
-        crcs = pool.map(lambda rel: (rel, crc32c_of(wanted[rel].file_path), crc32c_of(present[rel].file_path)), sample)
+        crcs = pool.map(
+            lambda rel: (rel, storage.crc32c(wanted[rel].file_path), storage.crc32c(present[rel].file_path)), sample
+        )
         for relative, a_crc, b_crc in crcs:
             result.checksummed += 1
             if a_crc != b_crc and relative not in result.mismatched:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
+from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+from .errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -20,23 +25,75 @@ class ObjectInfo:
     etag: str
 
 
-@lru_cache(maxsize=32)
-def _filesystem(scheme_and_authority: str) -> pafs.FileSystem:
-    if not scheme_and_authority:
+def gcs_emulator() -> str | None:
+    """`STORAGE_EMULATOR_HOST` (the variable Google's clients honour), as a URL, or None on real GCS."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not host:
+        return None
+    return host if "://" in host else f"http://{host}"
+
+
+@lru_cache(maxsize=8)
+def _filesystem(scheme: str, endpoint: str | None) -> pafs.FileSystem:
+    if scheme in ("", "file"):
         return pafs.LocalFileSystem()
-    fs, _ = pafs.FileSystem.from_uri(scheme_and_authority + "/")
-    return fs
+    if scheme in ("s3", "s3a"):
+        # Credentials come from the standard AWS chain; endpoint and region from the standard variables.
+        options: dict[str, object] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+        if endpoint:
+            parsed = urlparse(endpoint)
+            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        if region := os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
+            options["region"] = region
+        return pafs.S3FileSystem(**options)
+    if scheme in ("gs", "gcs"):
+        if endpoint:
+            parsed = urlparse(endpoint)
+            return pafs.GcsFileSystem(
+                anonymous=True,
+                scheme=parsed.scheme,
+                endpoint_override=parsed.netloc,
+                retry_time_limit=timedelta(seconds=30),
+            )
+        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=60))
+    raise ConfigurationError(f"unsupported storage scheme {scheme!r}; use a local path, s3:// or gs://")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem holding `uri` and the path inside it."""
+    """The filesystem holding `uri` and the path inside it (`bucket/key` for object stores)."""
     if "://" not in uri:
-        return _filesystem(""), uri
+        return _filesystem("", None), uri
     scheme, rest = uri.split("://", 1)
     if scheme == "file":
-        return _filesystem(""), "/" + rest.lstrip("/")
-    bucket = rest.split("/", 1)[0]
-    return _filesystem(f"{scheme}://{bucket}"), rest
+        return _filesystem("", None), "/" + rest.lstrip("/")
+    endpoint = gcs_emulator() if scheme in ("gs", "gcs") else os.environ.get("AWS_ENDPOINT_URL")
+    return _filesystem(scheme, endpoint), rest
+
+
+def fileio_properties(uri: str) -> dict[str, str]:
+    """pyiceberg FileIO properties for the embedded catalogs, from the same standard variables."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    properties: dict[str, str] = {}
+    if scheme in ("s3", "s3a"):
+        for variable, key in (
+            ("AWS_ENDPOINT_URL", "s3.endpoint"),
+            ("AWS_REGION", "s3.region"),
+            ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
+            ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
+            ("AWS_SESSION_TOKEN", "s3.session-token"),
+        ):
+            if value := os.environ.get(variable):
+                properties[key] = value
+    elif scheme in ("gs", "gcs") and (endpoint := gcs_emulator()):
+        # The emulator ignores credentials, but pyarrow's GCS client wants some: a token that never expires.
+        properties.update(
+            {
+                "gcs.service.host": endpoint,
+                "gcs.oauth2.token": "emulator",
+                "gcs.oauth2.token-expires-at": "4102444800000",
+            }
+        )
+    return properties
 
 
 def join(uri: str, *parts: str) -> str:
@@ -49,9 +106,15 @@ def read_bytes(uri: str) -> bytes:
         return stream.read()
 
 
+def ensure_parent(fs: pafs.FileSystem, path: str) -> None:
+    """Create the parent directory on a local filesystem; object stores have none (and would get marker objects)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     fs, path = resolve(uri)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
+    ensure_parent(fs, path)
     with fs.open_output_stream(path) as stream:
         stream.write(data)
 
@@ -67,6 +130,18 @@ def delete(uri: str) -> None:
 
 
 def stat(uri: str) -> ObjectInfo:
+    """Size and ETag of one object (the store's own ETag on S3, as listings report it)."""
+    if uri.startswith(("s3://", "s3a://")):
+        bucket, _, key = uri.split("://", 1)[1].partition("/")
+        try:
+            head = s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(uri) from None
+            raise
+        return ObjectInfo(
+            key=posixpath.basename(key), uri=uri, size=int(head["ContentLength"]), etag=head["ETag"].strip('"')
+        )
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
@@ -81,7 +156,14 @@ def _etag(info: pafs.FileInfo) -> str:
 
 
 def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) -> Iterator[list[ObjectInfo]]:
-    """Pages of the objects under `prefix_uri`, in key order, whose key sorts after `start_after`."""
+    """Pages of the objects under `prefix_uri`, in key order, whose key sorts after `start_after`.
+
+    On S3 each page is one ListObjectsV2 call (StartAfter, the store's ETag); elsewhere the listing
+    is read whole and paged here, with size and modification time standing in for an ETag.
+    """
+    if prefix_uri.startswith(("s3://", "s3a://")):
+        yield from _list_s3(prefix_uri, start_after, page_size)
+        return
     fs, root = resolve(prefix_uri)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return
@@ -102,3 +184,64 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
     objects = [o for o in objects if o.key > start_after]
     for start in range(0, len(objects), page_size):
         yield objects[start : start + page_size]
+
+
+def s3_client():  # type: ignore[no-untyped-def]
+    """A boto3 S3 client from the standard AWS chain (AWS_ENDPOINT_URL, AWS_REGION, credentials)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
+
+
+def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list[ObjectInfo]]:
+    bucket, _, prefix = prefix_uri.split("://", 1)[1].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    client = s3_client()
+    kwargs = {"Bucket": bucket, "Prefix": prefix, "PaginationConfig": {"PageSize": page_size}}
+    if start_after:
+        kwargs["StartAfter"] = prefix + start_after
+    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+        objects = [
+            ObjectInfo(
+                key=item["Key"][len(prefix) :],
+                uri=f"{prefix_uri.rstrip('/')}/{item['Key'][len(prefix) :]}",
+                size=int(item["Size"]),
+                etag=item["ETag"].strip('"'),
+            )
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        ]
+        if objects:
+            yield objects
+
+
+def gcs_client():  # type: ignore[no-untyped-def]
+    """A google-cloud-storage client: anonymous against an emulator, default credentials otherwise."""
+    from google.cloud import storage as gcs
+
+    if gcs_emulator():
+        from google.auth.credentials import AnonymousCredentials
+
+        return gcs.Client(project="nextesy-emulator", credentials=AnonymousCredentials())
+    return gcs.Client()
+
+
+def crc32c(uri: str) -> int:
+    """CRC32C of an object's bytes: as GCS reports it for gs:// (no download), else computed while streaming."""
+    if uri.startswith(("gs://", "gcs://")):
+        import base64
+
+        bucket, _, name = uri.split("://", 1)[1].partition("/")
+        blob = gcs_client().bucket(bucket).get_blob(name)
+        if blob is None:
+            raise FileNotFoundError(uri)
+        return int.from_bytes(base64.b64decode(blob.crc32c), "big")
+    import google_crc32c
+
+    fs, path = resolve(uri)
+    checksum = google_crc32c.Checksum()
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(8 * 1024 * 1024):
+            checksum.update(chunk)
+    return int.from_bytes(checksum.digest(), "big")
