@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 import pyarrow as pa
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from . import failpoints, storage
 from . import properties as props
-from . import storage
 from .errors import SchemaConflictError
 from .schema import EMBEDDINGS_SCHEMA, EMBEDDINGS_SPEC, EXTRA_ICEBERG_TYPES, QUARANTINE_SCHEMA
 from .settings import Settings
@@ -162,7 +162,9 @@ def _commit_once(table: Table, batch_id: str, commit: Callable[[], None]) -> tup
             table.refresh()
             if (existing := find_batch_snapshot(table, batch_id)) is not None:
                 return existing.snapshot_id, False
+            failpoints.hit("iceberg.before_commit")
             commit()
+            failpoints.hit("iceberg.after_commit")
     table.refresh()
     snapshot = find_batch_snapshot(table, batch_id)
     assert snapshot is not None, f"{batch_id=} committed but its snapshot is not in {table.name()}"

@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import storage
+from . import failpoints, storage
 from .batches import BatchRegistration
 from .errors import LandingFileChangedError
 from .records import ParsedBatch, open_landing, parse_jsonl
@@ -201,6 +201,7 @@ def convert_batch(settings: Settings, registration: BatchRegistration, table_loc
             uri = data_file_uri(table_location, label, batch_id)
             size = write_parquet(part, uri, row_group_rows)
             manifest.data_files.append(DataFileInfo(uri=uri, day=label, rows=part.num_rows, bytes=size))
+            failpoints.hit("ingest.after_data_file")
     if parsed.rejects:
         manifest.rejects_uri = storage.join(settings.batches_uri, batch_id, "rejects.parquet")
         write_parquet(_rejects_table(parsed, batch_id, now), manifest.rejects_uri, 65_536)

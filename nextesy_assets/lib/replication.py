@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import google_crc32c
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from . import iceberg, storage
+from . import failpoints, iceberg, storage
 from . import properties as props
 from .errors import ReplicaVerificationError
 from .settings import Settings
@@ -186,6 +186,7 @@ def replicate(
 
     def copy_one(relative: str) -> tuple[str, int, int, bool]:
         size, crc, copied = copy_verified(wanted[relative].file_path, f"{replica_root}/{relative}")
+        failpoints.hit("replica.after_copy")
         if on_file is not None:
             on_file(relative, size)
         return relative, size, crc, copied
