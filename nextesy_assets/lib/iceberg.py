@@ -26,7 +26,20 @@ TABLE_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
     "write.parquet.compression-level": "1",
+    # pyiceberg would retry a conflicting commit by re-applying it on the new base, without asking whether
+    # the batch landed meanwhile: a batch raced by its own retry would land twice. Conflicts surface
+    # instead, and _commit_once refreshes, checks nextesy.batch-id, and only then tries again.
+    "commit.retry.num-retries": "0",
 }
+
+
+def _with_table_properties(table: Table) -> Table:
+    """Bring a table created by an older version up to the properties Nextesy relies on."""
+    stale = {k: v for k, v in TABLE_PROPERTIES.items() if k != "format-version" and table.properties.get(k) != v}
+    if stale:
+        with table.transaction() as txn:
+            txn.set_properties(**stale)
+    return table
 
 
 def _catalog(name: str, warehouse: str, settings: Settings) -> Catalog:
@@ -83,7 +96,7 @@ def ensure_embeddings_table(
             f"table {'.'.join(_identifier(props.EMBEDDINGS_TABLE))} holds {table_dims}-d vectors but "
             f"NEXTESY_DIMS={dims}; a dimension change is refused, not evolved"
         )
-    return evolve(table, extra_columns)
+    return evolve(_with_table_properties(table), extra_columns)
 
 
 def evolve(table: Table, extra_columns: tuple[tuple[str, str], ...]) -> Table:
@@ -123,12 +136,13 @@ def embeddings_table(settings: Settings) -> Table:
 
 def ensure_quarantine_table(catalog: Catalog, warehouse_uri: str) -> Table:
     catalog.create_namespace_if_not_exists(props.NAMESPACE)
-    return catalog.create_table_if_not_exists(
+    table = catalog.create_table_if_not_exists(
         _identifier(props.QUARANTINE_TABLE),
         schema=QUARANTINE_SCHEMA,
         location=table_location(warehouse_uri, props.QUARANTINE_TABLE),
         properties=TABLE_PROPERTIES,
     )
+    return _with_table_properties(table)
 
 
 def find_batch_snapshot(table: Table, batch_id: str) -> Snapshot | None:
