@@ -124,7 +124,9 @@ def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str,
     if not ok:
         return f"FAILED: {error}"
     return (
-        f"{metadata.get('files_copied')} files, {metadata.get('bytes_moved')} bytes copied and verified; "
+        f"{metadata.get('files_copied')} files, {metadata.get('bytes_moved')} bytes copied and verified "
+        f"({metadata.get('files_reused')} already there) at {metadata.get('throughput_mb_s')} MB/s; "
+        f"lag before {metadata.get('lag_snapshots_before')} snapshots; "
         f"egress ${metadata.get('egress_usd')}"
     )
 

@@ -203,6 +203,7 @@ def replicate(
         props.SOURCE_SNAPSHOT_ID: str(current.snapshot_id),
         props.SOURCE_SNAPSHOT_TS: str(current.timestamp_ms),
     }
+    failpoints.hit("replica.before_commit")
     with (
         replica.transaction() as txn,
         txn.update_snapshot(snapshot_properties=summary).overwrite() as overwrite,
