@@ -12,6 +12,7 @@ import dagster as dg
 from .lib import iceberg, landing, replication
 from .lib import properties as props
 from .lib.batches import BatchRegistration
+from .lib.breaker import is_store_failure
 from .lib.errors import NextesyError
 from .lib.settings import Settings
 
@@ -135,8 +136,10 @@ def run_sync(
 
     try:
         _sync_replica(settings, defs, instance, summary)
-    except NextesyError as exc:
-        summary.replica_ok, summary.replica_error = False, str(exc)
+    except Exception as exc:
+        if not (isinstance(exc, NextesyError) or is_store_failure(exc)):
+            raise
+        summary.replica_ok, summary.replica_error = False, f"{type(exc).__name__}: {exc}"
     return summary
 
 

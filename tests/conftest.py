@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -56,7 +57,8 @@ def cloud(
         monkeypatch.setenv(name, value)
     import boto3
 
-    suffix = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    readable = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:30].strip("-")
+    suffix = f"{readable}-{hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]}"
     aws_bucket, gcp_bucket = f"aws-{suffix}", f"gcp-{suffix}"
     boto3.client("s3").create_bucket(Bucket=aws_bucket)
     from nextesy_assets.lib.storage import gcs_client

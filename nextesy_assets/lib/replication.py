@@ -17,6 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from . import failpoints, iceberg, storage
 from . import properties as props
+from .breaker import BREAKER, store_of
 from .errors import ReplicaVerificationError
 from .settings import Settings
 
@@ -51,6 +52,10 @@ class ReplicationResult:
 
 def _stream_copy(src_uri: str, dst_uri: str) -> tuple[int, int]:
     """Copy bytes and return (size, CRC32C of the source bytes as read)."""
+    return BREAKER.call(store_of(dst_uri), lambda: BREAKER.call(store_of(src_uri), lambda: _copy(src_uri, dst_uri)))
+
+
+def _copy(src_uri: str, dst_uri: str) -> tuple[int, int]:
     src_fs, src_path = storage.resolve(src_uri)
     dst_fs, dst_path = storage.resolve(dst_uri)
     storage.ensure_parent(dst_fs, dst_path)

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from .breaker import BREAKER, store_of
 from .errors import ConfigurationError
 
 
@@ -101,6 +102,10 @@ def join(uri: str, *parts: str) -> str:
 
 
 def read_bytes(uri: str) -> bytes:
+    return BREAKER.call(store_of(uri), lambda: _read_bytes(uri))
+
+
+def _read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
     with fs.open_input_stream(path) as stream:
         return stream.read()
@@ -113,6 +118,10 @@ def ensure_parent(fs: pafs.FileSystem, path: str) -> None:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
+    return BREAKER.call(store_of(uri), lambda: _write_bytes(uri, data))
+
+
+def _write_bytes(uri: str, data: bytes) -> None:
     fs, path = resolve(uri)
     ensure_parent(fs, path)
     with fs.open_output_stream(path) as stream:
@@ -120,16 +129,28 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def exists(uri: str) -> bool:
+    return BREAKER.call(store_of(uri), lambda: _exists(uri))
+
+
+def _exists(uri: str) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def delete(uri: str) -> None:
+    return BREAKER.call(store_of(uri), lambda: _delete(uri))
+
+
+def _delete(uri: str) -> None:
     fs, path = resolve(uri)
     fs.delete_file(path)
 
 
 def stat(uri: str) -> ObjectInfo:
+    return BREAKER.call(store_of(uri), lambda: _stat(uri))
+
+
+def _stat(uri: str) -> ObjectInfo:
     """Size and ETag of one object (the store's own ETag on S3, as listings report it)."""
     if uri.startswith(("s3://", "s3a://")):
         bucket, _, key = uri.split("://", 1)[1].partition("/")
@@ -162,12 +183,16 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
     is read whole and paged here, with size and modification time standing in for an ETag.
     """
     if prefix_uri.startswith(("s3://", "s3a://")):
-        yield from _list_s3(prefix_uri, start_after, page_size)
-        return
+        pages = _list_s3(prefix_uri, start_after, page_size)
+        while True:
+            page = BREAKER.call(store_of(prefix_uri), lambda: next(pages, None))
+            if page is None:
+                return
+            yield page
     fs, root = resolve(prefix_uri)
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    infos = BREAKER.call(
+        store_of(prefix_uri), lambda: fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    )
     objects = sorted(
         (
             ObjectInfo(
@@ -228,6 +253,10 @@ def gcs_client():  # type: ignore[no-untyped-def]
 
 
 def crc32c(uri: str) -> int:
+    return BREAKER.call(store_of(uri), lambda: _crc32c(uri))
+
+
+def _crc32c(uri: str) -> int:
     """CRC32C of an object's bytes: as GCS reports it for gs:// (no download), else computed while streaming."""
     if uri.startswith(("gs://", "gcs://")):
         import base64
