@@ -123,7 +123,7 @@ def main() -> None:
         "incremental_new_bytes": new_bytes,
         "incremental_moved_over_new": round(incremental.bytes_copied / new_bytes, 6) if new_bytes else None,
         "note": "replica time includes what plain upload skips: CRC32C of every source byte, the GCS checksum "
-        "comparison, the Iceberg replica commit and the parity check's inputs; both run on local stand-ins",
+        "comparison and the Iceberg replica commit; both run against the same local stand-ins",
     }
     out = ROOT / "bench" / "results" / "replicate.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
