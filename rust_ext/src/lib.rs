@@ -1,9 +1,24 @@
-//! Native half of Nextesy: vector checks that run once per row on every batch.
+//! Native half of Nextesy: the ingest engine (parse, validate and write Parquet in one streaming
+//! pass) and the vector checks that run once per row.
 //!
-//! The Python path stays the oracle; this module must agree with it bit for bit.
+//! The Python path stays the oracle; this module must agree with it record for record.
 
+pub mod engine;
+pub mod formats;
+pub mod json;
+pub mod record;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
 
 /// Per-row results of [`vector_stats`].
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +72,185 @@ fn vector_stats<'py>(
     Ok((stats.finite.into_pyarray(py), stats.norms.into_pyarray(py)))
 }
 
+pyo3::create_exception!(
+    _native,
+    InvalidInputError,
+    PyValueError,
+    "The landing file cannot be converted at all."
+);
+
+/// A record batch handed to Python through the Arrow PyCapsule interface (`__arrow_c_array__`).
+#[pyclass(frozen)]
+struct ArrowBatch {
+    batch: RecordBatch,
+}
+
+#[pymethods]
+impl ArrowBatch {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, Bound<'py, PyCapsule>)> {
+        let _ = requested_schema; // the batch is offered as is
+        let array: StructArray = self.batch.clone().into();
+        let data = array.into_data();
+        let schema = FFI_ArrowSchema::try_from(data.data_type())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let array = FFI_ArrowArray::new(&data);
+        Ok((
+            PyCapsule::new_with_value(py, schema, c"arrow_schema")?,
+            PyCapsule::new_with_value(py, array, c"arrow_array")?,
+        ))
+    }
+}
+
+fn files_batch(files: &[engine::DataFile]) -> PyResult<RecordBatch> {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "path",
+            Arc::new(StringArray::from_iter_values(
+                files.iter().map(|f| f.path.to_string_lossy().to_string()),
+            )),
+        ),
+        (
+            "day",
+            Arc::new(StringArray::from_iter_values(
+                files.iter().map(|f| f.day.clone()),
+            )),
+        ),
+        (
+            "rows",
+            Arc::new(Int64Array::from_iter_values(
+                files.iter().map(|f| f.rows as i64),
+            )),
+        ),
+        (
+            "bytes",
+            Arc::new(Int64Array::from_iter_values(
+                files.iter().map(|f| f.bytes as i64),
+            )),
+        ),
+    ];
+    RecordBatch::try_from_iter(columns).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// What [`convert`] returns: the counts, and the data files as an Arrow batch.
+type ConvertResult = (HashMap<&'static str, Py<PyAny>>, ArrowBatch);
+
+/// Converts a landing file into Parquet data files (one per day) and a rejects file; the GIL is
+/// released for the whole conversion.
+#[pyfunction]
+#[pyo3(signature = (input, format, out_dir, rejects_path, *, dims, default_model, raw_limit, batch_id,
+    ingested_at_us, row_group_rows, zstd_level=1, threads=0, sidecar=None))]
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    py: Python<'_>,
+    input: PathBuf,
+    format: &str,
+    out_dir: PathBuf,
+    rejects_path: PathBuf,
+    dims: usize,
+    default_model: String,
+    raw_limit: usize,
+    batch_id: String,
+    ingested_at_us: i64,
+    row_group_rows: usize,
+    zstd_level: i32,
+    threads: usize,
+    sidecar: Option<PathBuf>,
+) -> PyResult<ConvertResult> {
+    if dims == 0 {
+        return Err(PyValueError::new_err("dims must be at least 1"));
+    }
+    let options = engine::Options {
+        dims,
+        default_model,
+        raw_limit,
+        batch_id,
+        ingested_at: ingested_at_us,
+        row_group_rows: row_group_rows.max(1),
+        zstd_level,
+        threads,
+    };
+    let format = format.to_string();
+    let summary = py
+        .detach(|| {
+            engine::convert(
+                &input,
+                &format,
+                sidecar.as_deref(),
+                &out_dir,
+                &rejects_path,
+                &options,
+            )
+        })
+        .map_err(|e| match e {
+            engine::Error::Invalid(m) => InvalidInputError::new_err(m),
+            engine::Error::Io(m) => PyOSError::new_err(m),
+        })?;
+    let mut out: HashMap<&'static str, Py<PyAny>> = HashMap::new();
+    out.insert(
+        "rows_in",
+        summary.rows_in.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "rows_good",
+        summary.rows_good.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "rows_rejected",
+        summary.rows_rejected.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "reasons",
+        summary.reasons.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "rejects_path",
+        summary
+            .rejects_path
+            .map(|p| p.to_string_lossy().to_string())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+    );
+    out.insert(
+        "norm_min",
+        summary.norm_min.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "norm_max",
+        summary.norm_max.into_pyobject(py)?.into_any().unbind(),
+    );
+    out.insert(
+        "norm_sum",
+        summary.norm_sum.into_pyobject(py)?.into_any().unbind(),
+    );
+    let files = ArrowBatch {
+        batch: files_batch(&summary.data_files)?,
+    };
+    Ok((out, files))
+}
+
+/// `(records, damaged)` of a landing file without converting it.
+#[pyfunction]
+#[pyo3(signature = (input, format, sidecar=None))]
+fn count_records(
+    py: Python<'_>,
+    input: PathBuf,
+    format: &str,
+    sidecar: Option<PathBuf>,
+) -> PyResult<(u64, Option<String>)> {
+    let format = format.to_string();
+    py.detach(|| engine::count_records(&input, &format, sidecar.as_deref()))
+        .map_err(|e| match e {
+            engine::Error::Invalid(m) => InvalidInputError::new_err(m),
+            engine::Error::Io(m) => PyOSError::new_err(m),
+        })
+}
+
 /// Version of the native module, so the Python side can tell which build it loaded.
 #[pyfunction]
 fn version() -> &'static str {
@@ -67,6 +261,10 @@ fn version() -> &'static str {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vector_stats, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(count_records, m)?)?;
+    m.add_class::<ArrowBatch>()?;
+    m.add("InvalidInputError", m.py().get_type::<InvalidInputError>())?;
     Ok(())
 }
 

@@ -1,0 +1,572 @@
+//! The conversion pipeline: one streaming pass from a landing file to Parquet files laid out for the
+//! Iceberg table, plus the rejected records.
+//!
+//! ```text
+//! reader thread ──blocks──► parse workers (N) ──chunks──► sequencer (record order: duplicates,
+//!  (file, gzip, CSV,           (JSON/number parsing,        day split, row groups, rejects)
+//!   NPY, Parquet)               validation, norms)                 │ full row groups
+//!                                                                  ▼
+//!                                                     writer thread (Parquet encode + zstd)
+//! ```
+//! Every channel is bounded, so memory is bounded by a few blocks and about two row groups,
+//! whatever the size of the input.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+
+use arrow::array::{
+    ArrayRef, Float32Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use hashbrown::HashSet;
+
+use crate::formats::{self, Work};
+use crate::record::{civil_from_days, Reason, Reject};
+use crate::writer::{self, DayWriter, RejectsWriter};
+
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// How to convert; everything the contract and the table layout need.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dims: usize,
+    pub default_model: String,
+    /// Characters of a rejected record kept in `raw`.
+    pub raw_limit: usize,
+    pub batch_id: String,
+    /// `ingested_at` and `quarantined_at`, microseconds since the epoch.
+    pub ingested_at: i64,
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+    /// Parse workers (0: one per core).
+    pub threads: usize,
+}
+
+/// One Parquet file written for the table: all its rows share one `day(ts)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataFile {
+    pub path: PathBuf,
+    pub day: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What a conversion produced.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub rows_in: u64,
+    pub rows_good: u64,
+    pub rows_rejected: u64,
+    pub reasons: BTreeMap<&'static str, u64>,
+    pub data_files: Vec<DataFile>,
+    pub rejects_path: Option<PathBuf>,
+    pub norm_min: f64,
+    pub norm_max: f64,
+    pub norm_sum: f64,
+}
+
+/// A landing file that cannot be converted at all (as opposed to records that are rejected).
+#[derive(Debug)]
+pub enum Error {
+    /// The input is not a file of the declared format (names the file and what is wrong).
+    Invalid(String),
+    /// Reading the input or writing the output failed.
+    Io(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Invalid(m) | Error::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e.to_string())
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Io(format!("parquet: {e}"))
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Io(format!("arrow: {e}"))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Good rows of one chunk, columnar, plus what was rejected in it. Rows are in record order.
+#[derive(Default)]
+pub struct Chunk {
+    pub seq: u64,
+    pub rows_in: u64,
+    pub index: Vec<u64>,
+    pub ids: Vec<String>,
+    pub models: Vec<Option<String>>,
+    pub ts: Vec<i64>,
+    pub sources: Vec<Option<String>>,
+    pub payloads: Vec<Option<String>>,
+    pub vectors: Vec<f32>,
+    pub norms: Vec<f64>,
+    /// Raw text of each good row, kept only to quarantine a later duplicate.
+    pub raws: Raws,
+    pub rejects: Vec<Reject>,
+    /// The input stopped being readable here: the record index and why.
+    pub unreadable: Option<(u64, String)>,
+}
+
+/// The raw text of a chunk's good rows, held in the cheapest form the format allows.
+#[derive(Default)]
+pub enum Raws {
+    #[default]
+    None,
+    /// Byte ranges into the block of lines the chunk was parsed from.
+    Text(Vec<u8>, Vec<(u32, u32)>),
+    /// One string per good row.
+    Strings(Vec<String>),
+}
+
+impl Chunk {
+    fn raw(&self, row: usize, limit: usize) -> String {
+        let text: std::borrow::Cow<str> = match &self.raws {
+            Raws::None => "".into(),
+            Raws::Text(data, ranges) => {
+                let (a, b) = ranges[row];
+                String::from_utf8_lossy(&data[a as usize..b as usize])
+            }
+            Raws::Strings(s) => s[row].as_str().into(),
+        };
+        truncate_chars(&text, limit)
+    }
+}
+
+pub fn truncate_chars(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => text[..at].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// Converts `input` (of `format`) into Parquet files under `out_dir` (one per day, named
+/// `ts_day=YYYY-MM-DD/<batch_id>.parquet`) and the rejects into `rejects_path`.
+pub fn convert(
+    input: &Path,
+    format: &str,
+    sidecar: Option<&Path>,
+    out_dir: &Path,
+    rejects_path: &Path,
+    options: &Options,
+) -> Result<Summary> {
+    let format = formats::Format::parse(format)?;
+    let source = formats::open(input, format, sidecar, options)?;
+    let threads = if options.threads == 0 {
+        thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        options.threads
+    };
+    let (work_tx, work_rx) = bounded::<Work>(threads * 2);
+    let (chunk_tx, chunk_rx) = bounded::<Chunk>(threads * 2);
+    // One row group waiting while another is encoded: with the day buffers, memory stays near
+    // three row groups whatever the input size.
+    let (batch_tx, batch_rx) = bounded::<(i64, RecordBatch)>(1);
+    // Blocks in flight, from the reader to the sequencer. The channels alone do not bound them: a
+    // slow worker holding block N lets the others run ahead, and their chunks wait in the
+    // sequencer until N arrives. The reader takes a slot per block, the sequencer gives it back.
+    let in_flight = threads * 3;
+    let (slot_tx, slot_rx) = bounded::<()>(in_flight);
+    for _ in 0..in_flight {
+        slot_tx.send(()).expect("the slot channel has room");
+    }
+    let options = Arc::new(options.clone());
+
+    thread::scope(|scope| {
+        let reader = scope.spawn(move || source.run(work_tx, slot_rx));
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let rx = work_rx.clone();
+            let tx = chunk_tx.clone();
+            let options = Arc::clone(&options);
+            workers.push(scope.spawn(move || parse_worker(rx, tx, &options)));
+        }
+        drop(chunk_tx);
+        drop(work_rx);
+        let out_dir = out_dir.to_path_buf();
+        let writer_options = Arc::clone(&options);
+        let writer = scope.spawn(move || write_days(batch_rx, &out_dir, &writer_options));
+        let sequenced = sequence(chunk_rx, batch_tx, slot_tx, rejects_path, &options);
+        // Join everything before reporting, so no thread outlives a failure.
+        let read = reader.join().expect("reader thread panicked");
+        for w in workers {
+            w.join().expect("parse worker panicked");
+        }
+        let files = writer.join().expect("writer thread panicked");
+        read?;
+        let mut summary = sequenced?;
+        summary.data_files = files?;
+        Ok(summary)
+    })
+}
+
+fn parse_worker(rx: Receiver<Work>, tx: Sender<Chunk>, options: &Options) {
+    for work in rx {
+        let chunk = formats::parse(work, options);
+        if tx.send(chunk).is_err() {
+            return;
+        }
+    }
+}
+
+/// Rows of one day waiting to become a row group.
+#[derive(Default)]
+struct DayRows {
+    ids: Vec<String>,
+    models: Vec<String>,
+    ts: Vec<i64>,
+    sources: Vec<Option<String>>,
+    payloads: Vec<Option<String>>,
+    vectors: Vec<f32>,
+}
+
+impl DayRows {
+    fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    fn take_batch(&mut self, options: &Options) -> Result<RecordBatch> {
+        let rows = std::mem::take(self);
+        let n = rows.ts.len();
+        let dims = options.dims as i32;
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(
+            (0..=n as i32).map(|i| i * dims).collect::<Vec<_>>(),
+        ));
+        let values = Float32Array::from(rows.vectors);
+        let vector = ListArray::try_new(writer::vector_element(), offsets, Arc::new(values), None)?;
+        let ts = TimestampMicrosecondArray::from(rows.ts).with_timezone("UTC");
+        let ingested =
+            TimestampMicrosecondArray::from(vec![options.ingested_at; n]).with_timezone("UTC");
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(rows.ids)),
+            Arc::new(StringArray::from(rows.models)),
+            Arc::new(vector),
+            Arc::new(ts),
+            Arc::new(StringArray::from(rows.sources)),
+            Arc::new(StringArray::from(rows.payloads)),
+            Arc::new(StringArray::from(vec![options.batch_id.as_str(); n])),
+            Arc::new(ingested),
+        ];
+        Ok(RecordBatch::try_new(writer::embeddings_schema(), columns)?)
+    }
+}
+
+/// Takes chunks in record order: drops duplicate keys, splits rows by day into row groups, writes
+/// the rejects.
+fn sequence(
+    rx: Receiver<Chunk>,
+    batches: Sender<(i64, RecordBatch)>,
+    slots: Sender<()>,
+    rejects_path: &Path,
+    options: &Options,
+) -> Result<Summary> {
+    let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+    let mut days: HashMap<i64, DayRows> = HashMap::new();
+    let mut buffered = 0usize;
+    let mut rejects = RejectsWriter::new(rejects_path, options);
+    let mut summary = Summary {
+        norm_min: f64::INFINITY,
+        norm_max: f64::NEG_INFINITY,
+        ..Summary::default()
+    };
+    let mut stopped = false;
+    let mut key = Vec::new();
+    let send = |day: i64, rows: &mut DayRows| -> Result<()> {
+        let batch = rows.take_batch(options)?;
+        batches
+            .send((day, batch))
+            .map_err(|_| Error::Io("the Parquet writer stopped".into()))
+    };
+    for chunk in rx {
+        pending.insert(chunk.seq, chunk);
+        while let Some(mut chunk) = pending.remove(&next) {
+            next += 1;
+            let _ = slots.try_send(()); // the reader may go on (it is gone once the input ended)
+            if stopped {
+                continue; // everything after an unreadable point is gone; drain the pipeline
+            }
+            summary.rows_in += chunk.rows_in;
+            let mut chunk_rejects = std::mem::take(&mut chunk.rejects);
+            for row in 0..chunk.ids.len() {
+                let model = chunk.models[row]
+                    .take()
+                    .unwrap_or_else(|| options.default_model.clone());
+                key.clear();
+                key.extend_from_slice(chunk.ids[row].as_bytes());
+                key.push(0);
+                key.extend_from_slice(model.as_bytes());
+                key.push(0);
+                key.extend_from_slice(&chunk.ts[row].to_le_bytes());
+                if !seen.insert(key.as_slice().into()) {
+                    chunk_rejects.push(Reject {
+                        index: chunk.index[row],
+                        reason: Reason::DuplicateKey,
+                        detail: format!(
+                            "(id, model, ts) repeats an earlier record: ({:?}, {:?})",
+                            chunk.ids[row], model
+                        ),
+                        raw: chunk.raw(row, options.raw_limit),
+                    });
+                    continue;
+                }
+                let norm = chunk.norms[row];
+                summary.norm_min = summary.norm_min.min(norm);
+                summary.norm_max = summary.norm_max.max(norm);
+                summary.norm_sum += norm;
+                summary.rows_good += 1;
+                let day = chunk.ts[row].div_euclid(DAY_MICROS);
+                let rows = days.entry(day).or_insert_with(|| DayRows {
+                    // Reserved, not touched: pages are only committed as rows arrive.
+                    vectors: Vec::with_capacity(options.row_group_rows * options.dims),
+                    ..DayRows::default()
+                });
+                rows.ids.push(std::mem::take(&mut chunk.ids[row]));
+                rows.models.push(model);
+                rows.ts.push(chunk.ts[row]);
+                rows.sources.push(chunk.sources[row].take());
+                rows.payloads.push(chunk.payloads[row].take());
+                let d = options.dims;
+                rows.vectors
+                    .extend_from_slice(&chunk.vectors[row * d..(row + 1) * d]);
+                buffered += 1;
+                if rows.len() >= options.row_group_rows {
+                    buffered -= rows.len();
+                    send(day, rows)?;
+                }
+            }
+            // Many days open at once: flush the largest early so the buffers hold one row group in all.
+            while buffered > options.row_group_rows {
+                let (&day, _) = days
+                    .iter()
+                    .max_by_key(|(_, r)| r.len())
+                    .expect("rows are buffered");
+                let rows = days.get_mut(&day).expect("day exists");
+                buffered -= rows.len();
+                send(day, rows)?;
+            }
+            if let Some((index, why)) = chunk.unreadable.take() {
+                summary.rows_in += 1;
+                chunk_rejects.push(Reject {
+                    index,
+                    reason: Reason::UnreadableFile,
+                    detail: format!("file cannot be read past this point: {why}"),
+                    raw: String::new(),
+                });
+                stopped = true;
+            }
+            chunk_rejects.sort_by_key(|r| r.index);
+            for r in &chunk_rejects {
+                *summary.reasons.entry(r.reason.code()).or_default() += 1;
+            }
+            summary.rows_rejected += chunk_rejects.len() as u64;
+            rejects.write(chunk_rejects)?;
+        }
+    }
+    let mut remaining: Vec<_> = days.into_iter().filter(|(_, r)| r.len() > 0).collect();
+    remaining.sort_by_key(|(day, _)| *day);
+    for (day, mut rows) in remaining {
+        send(day, &mut rows)?;
+    }
+    summary.rejects_path = rejects.finish()?;
+    if summary.rows_good == 0 {
+        summary.norm_min = f64::NAN;
+        summary.norm_max = f64::NAN;
+    }
+    Ok(summary)
+}
+
+/// Writes row groups into one Parquet file per day; returns the files, sorted by day.
+fn write_days(
+    rx: Receiver<(i64, RecordBatch)>,
+    out_dir: &Path,
+    options: &Options,
+) -> Result<Vec<DataFile>> {
+    let mut open: BTreeMap<i64, DayWriter> = BTreeMap::new();
+    let mut failure = None;
+    for (day, batch) in rx {
+        if failure.is_some() {
+            continue; // keep draining so the sequencer never blocks on a dead writer
+        }
+        let result = match open.entry(day) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().write(&batch),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let label = civil_from_days(day);
+                let path = out_dir
+                    .join(format!("ts_day={label}"))
+                    .join(format!("{}.parquet", options.batch_id));
+                DayWriter::create(&path, label, options).and_then(|w| e.insert(w).write(&batch))
+            }
+        };
+        if let Err(e) = result {
+            failure = Some(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    open.into_values().map(DayWriter::finish).collect()
+}
+
+/// Record counts of a landing file without converting it: `(records, damaged)` where `damaged`
+/// says why reading stopped early (a broken compressed stream). Counts what the contract counts:
+/// non-blank lines for JSONL, data rows for CSV, vectors for NPY, rows for Parquet.
+pub fn count_records(
+    input: &Path,
+    format: &str,
+    sidecar: Option<&Path>,
+) -> Result<(u64, Option<String>)> {
+    formats::count(input, formats::Format::parse(format)?, sidecar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use std::fs::File;
+    use std::io::Write;
+
+    fn options(dims: usize) -> Options {
+        Options {
+            dims,
+            default_model: "m".into(),
+            raw_limit: 100,
+            batch_id: "b1".into(),
+            ingested_at: 0,
+            row_group_rows: 2,
+            zstd_level: 1,
+            threads: 2,
+        }
+    }
+
+    fn read_back(path: &Path) -> Vec<RecordBatch> {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn jsonl_rows_split_by_day_with_rejects_and_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        let mut f = File::create(&input).unwrap();
+        let day = 86_400_000i64;
+        writeln!(f, r#"{{"id":"a","vector":[1,2],"ts":0,"extra":1}}"#).unwrap();
+        writeln!(f, r#"{{"id":"b","vector":[3,4],"ts":{day}}}"#).unwrap();
+        writeln!(f).unwrap();
+        writeln!(f, r#"{{"id":"a","vector":[5,6],"ts":0}}"#).unwrap(); // duplicate of line 0
+        writeln!(f, r#"{{"id":"c","vector":[1],"ts":0}}"#).unwrap(); // wrong dimension
+        writeln!(f, r#"{{"id":"d","vector":[1e39,0],"ts":0}}"#).unwrap(); // inf as float32
+        writeln!(f, "not json").unwrap();
+        write!(
+            f,
+            r#"{{"id":"e","vector":[0,1],"ts":"1970-01-01T00:00:00Z","model":"x"}}"#
+        )
+        .unwrap();
+        drop(f);
+        let out = dir.path().join("out");
+        let rejects = dir.path().join("rejects.parquet");
+        let s = convert(&input, "jsonl", None, &out, &rejects, &options(2)).unwrap();
+        assert_eq!((s.rows_in, s.rows_good, s.rows_rejected), (7, 3, 4));
+        assert_eq!(s.data_files.len(), 2);
+        assert_eq!(s.data_files[0].day, "1970-01-01");
+        assert_eq!(s.data_files[0].rows, 2);
+        let first = read_back(&s.data_files[0].path);
+        let ids: Vec<&str> = first
+            .iter()
+            .flat_map(|b| b.column(0).as_string::<i32>().iter().map(|v| v.unwrap()))
+            .collect();
+        assert_eq!(ids, ["a", "e"]);
+        assert_eq!(
+            first[0].column(5).as_string::<i32>().value(0),
+            r#"{"extra":1}"#
+        );
+        let rej = read_back(s.rejects_path.as_ref().unwrap());
+        let idx: Vec<i64> = rej
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        let reasons: Vec<&str> = rej
+            .iter()
+            .flat_map(|b| b.column(2).as_string::<i32>().iter().map(|v| v.unwrap()))
+            .collect();
+        assert_eq!(idx, [3, 4, 5, 6]);
+        assert_eq!(
+            reasons,
+            [
+                "duplicate_key",
+                "wrong_dimension",
+                "non_finite",
+                "malformed_record"
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_keeps_what_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for i in 0..1000 {
+            writeln!(enc, r#"{{"id":"r{i}","vector":[{i},1],"ts":0}}"#).unwrap();
+        }
+        let bytes = enc.finish().unwrap();
+        std::fs::write(&input, &bytes[..bytes.len() - 10]).unwrap();
+        let s = convert(
+            &input,
+            "jsonl.gz",
+            None,
+            &dir.path().join("o"),
+            &dir.path().join("r.parquet"),
+            &options(2),
+        )
+        .unwrap();
+        assert_eq!(s.reasons.get("unreadable_file"), Some(&1));
+        assert_eq!(s.rows_in, s.rows_good + s.rows_rejected);
+        assert!(s.rows_good > 900, "{}", s.rows_good);
+    }
+
+    #[test]
+    fn unknown_format_is_an_error() {
+        let err = convert(
+            Path::new("x.txt"),
+            "txt",
+            None,
+            Path::new("o"),
+            Path::new("r"),
+            &options(2),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown format \"txt\""), "{err}");
+    }
+}

@@ -1,0 +1,1210 @@
+//! Landing formats: each is read as a stream of blocks (reader thread) and parsed block by block into
+//! chunks of validated rows (parse workers).
+//!
+//! - JSONL (`.jsonl`, `.jsonl.gz`): one object per line; `record_index` is the 0-based line number.
+//! - CSV with a header: `id, ts, model, source` and the vector as one JSON-array column `vector` or
+//!   as columns `v0..v{d-1}`; other columns go to `payload` (as strings); empty cells are absent;
+//!   a ts cell of digits is epoch milliseconds. `record_index` is the 0-based data row.
+//! - NPY (float32 or float64, 2-D, C order) with a sidecar of the same stem, `.meta.jsonl` (one
+//!   object per line: id, ts and the other fields) or `.meta.parquet`. `record_index` is the row.
+//! - Parquet: the vector as list or fixed-size list of float/double, the other columns as scalars.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit};
+use crossbeam_channel::{Receiver, Sender};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::engine::{truncate_chars, Chunk, Error, Options, Raws, Result};
+use crate::json::{self, Value, VectorField};
+use crate::record::{self, civil_from_days, Fields, Reason, Reject};
+
+const BLOCK_BYTES: usize = 4 << 20;
+const ROWS_PER_BLOCK: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    JsonlGz,
+    Csv,
+    Npy,
+    Parquet,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Result<Format> {
+        Ok(match name {
+            "jsonl" => Format::Jsonl,
+            "jsonl.gz" => Format::JsonlGz,
+            "csv" => Format::Csv,
+            "npy" => Format::Npy,
+            "parquet" => Format::Parquet,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown format {other:?}: expected jsonl, jsonl.gz, csv, npy or parquet"
+                )))
+            }
+        })
+    }
+}
+
+/// A unit of parsing work.
+pub enum Work {
+    /// Whole lines of a JSONL file (the last block may end without a newline).
+    Lines {
+        seq: u64,
+        first_index: u64,
+        data: Vec<u8>,
+        /// Reading stopped after this block, and why.
+        unreadable: Option<String>,
+    },
+    /// CSV records.
+    Csv {
+        seq: u64,
+        first_index: u64,
+        layout: Arc<CsvLayout>,
+        records: Vec<csv::ByteRecord>,
+    },
+    /// Rows whose vector is binary already (NPY, Parquet): the other fields as JSON objects.
+    Rows {
+        seq: u64,
+        first_index: u64,
+        meta: Vec<String>,
+        vectors: Vectors,
+    },
+}
+
+/// Vectors of a block of binary rows.
+pub enum Vectors {
+    /// Row-major `rows × dims` float32.
+    F32(Vec<f32>, usize),
+    /// Row-major `rows × dims` float64 (rounded to float32 like NumPy does).
+    F64(Vec<f64>, usize),
+    /// One list per row: `None` for a null list, `Err(position)` for a null element.
+    Lists(Vec<Option<std::result::Result<Vec<f32>, usize>>>),
+}
+
+/// Which CSV column holds what.
+pub struct CsvLayout {
+    id: Option<usize>,
+    ts: Option<usize>,
+    model: Option<usize>,
+    source: Option<usize>,
+    vector: CsvVector,
+    extras: Vec<(String, usize)>,
+    headers: Vec<String>,
+}
+
+enum CsvVector {
+    Json(usize),
+    Columns(Vec<usize>),
+}
+
+/// An opened landing file, ready to be read into blocks.
+pub struct Source {
+    kind: SourceKind,
+}
+
+enum SourceKind {
+    Lines(Box<dyn Read + Send>),
+    Csv(csv::Reader<BufReader<File>>, Arc<CsvLayout>),
+    Npy(NpyReader, Sidecar),
+    Parquet(
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+        ParquetLayout,
+    ),
+}
+
+fn open_file(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Opens `input` for conversion, checking what can be checked before any row is read.
+pub fn open(
+    input: &Path,
+    format: Format,
+    sidecar: Option<&Path>,
+    options: &Options,
+) -> Result<Source> {
+    let kind = match format {
+        Format::Jsonl => SourceKind::Lines(Box::new(open_file(input)?)),
+        Format::JsonlGz => SourceKind::Lines(gunzip(input)?),
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(BufReader::with_capacity(BLOCK_BYTES, open_file(input)?));
+            let headers = reader.byte_headers().map_err(|e| {
+                Error::Invalid(format!(
+                    "{}: cannot read the CSV header: {e}",
+                    input.display()
+                ))
+            })?;
+            let headers: Vec<String> = headers
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                .collect();
+            SourceKind::Csv(reader, Arc::new(csv_layout(input, headers)?))
+        }
+        Format::Npy => {
+            let npy = NpyReader::open(input)?;
+            let sidecar = Sidecar::open(input, sidecar, npy.rows)?;
+            SourceKind::Npy(npy, sidecar)
+        }
+        Format::Parquet => {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(open_file(input)?).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: not a readable Parquet file: {e}",
+                        input.display()
+                    ))
+                })?;
+            let layout = ParquetLayout::new(input, builder.schema())?;
+            let reader = builder.with_batch_size(ROWS_PER_BLOCK).build()?;
+            SourceKind::Parquet(reader, layout)
+        }
+    };
+    let _ = options;
+    Ok(Source { kind })
+}
+
+fn gunzip(input: &Path) -> Result<Box<dyn Read + Send>> {
+    let file = open_file(input)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Box::new(std::io::empty())); // an empty file is zero records, compressed or not
+    }
+    Ok(Box::new(flate2::read::MultiGzDecoder::new(
+        BufReader::with_capacity(1 << 20, file),
+    )))
+}
+
+fn csv_layout(input: &Path, headers: Vec<String>) -> Result<CsvLayout> {
+    let find = |name: &str| headers.iter().position(|h| h == name);
+    let columns: Vec<usize> = (0..).map_while(|i| find(&format!("v{i}"))).collect();
+    let vector = match (find("vector"), columns.is_empty()) {
+        (Some(i), _) => CsvVector::Json(i),
+        (None, false) => CsvVector::Columns(columns.clone()),
+        (None, true) => {
+            return Err(Error::Invalid(format!(
+                "{}: CSV header has no `vector` column and no `v0..v{{d-1}}` columns (header: {})",
+                input.display(),
+                headers.join(",")
+            )))
+        }
+    };
+    let core = ["id", "ts", "model", "source", "vector"];
+    let extras = headers
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| !core.contains(&h.as_str()) && !columns.contains(i))
+        .map(|(i, h)| (h.clone(), i))
+        .collect();
+    Ok(CsvLayout {
+        id: find("id"),
+        ts: find("ts"),
+        model: find("model"),
+        source: find("source"),
+        vector,
+        extras,
+        headers,
+    })
+}
+
+impl Source {
+    /// Reads the whole input into blocks of work, in order.
+    pub fn run(self, tx: Sender<Work>, slots: Receiver<()>) -> Result<()> {
+        let mut seq = 0u64;
+        // Each block waits for a free slot (see `engine::convert`), then for room in the queue.
+        let send = |work: Work| -> bool { slots.recv().is_ok() && tx.send(work).is_ok() };
+        match self.kind {
+            SourceKind::Lines(mut reader) => {
+                let mut first_index = 0u64;
+                let mut carry: Vec<u8> = Vec::new();
+                loop {
+                    let mut block = std::mem::take(&mut carry);
+                    block.reserve(BLOCK_BYTES);
+                    let read = match read_block(&mut reader, &mut block, BLOCK_BYTES) {
+                        (n, None) => n,
+                        (_, Some(e)) => {
+                            // What decoded before the damage stands; the partial line is dropped.
+                            let cut = block.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                            block.truncate(cut);
+                            send(Work::Lines {
+                                seq,
+                                first_index,
+                                data: block,
+                                unreadable: Some(e.to_string()),
+                            });
+                            return Ok(());
+                        }
+                    };
+                    if read == 0 {
+                        if !block.is_empty() {
+                            send(Work::Lines {
+                                seq,
+                                first_index,
+                                data: block,
+                                unreadable: None,
+                            });
+                        }
+                        return Ok(());
+                    }
+                    let Some(last) = memchr::memrchr(b'\n', &block) else {
+                        carry = block; // one line longer than a block: keep reading
+                        continue;
+                    };
+                    carry = block[last + 1..].to_vec();
+                    block.truncate(last + 1);
+                    let lines = memchr::memchr_iter(b'\n', &block).count() as u64;
+                    if !send(Work::Lines {
+                        seq,
+                        first_index,
+                        data: block,
+                        unreadable: None,
+                    }) {
+                        return Ok(());
+                    }
+                    seq += 1;
+                    first_index += lines;
+                }
+            }
+            SourceKind::Csv(mut reader, layout) => {
+                let mut first_index = 0u64;
+                let mut records = Vec::with_capacity(ROWS_PER_BLOCK);
+                let mut bytes = 0usize;
+                loop {
+                    let mut record = csv::ByteRecord::new();
+                    let more = reader
+                        .read_byte_record(&mut record)
+                        .map_err(|e| Error::Invalid(format!("CSV: {e}")))?;
+                    if more {
+                        bytes += record.as_slice().len();
+                        records.push(record);
+                    }
+                    if (!more && !records.is_empty())
+                        || bytes >= BLOCK_BYTES
+                        || records.len() >= 4 * ROWS_PER_BLOCK
+                    {
+                        let n = records.len() as u64;
+                        if !send(Work::Csv {
+                            seq,
+                            first_index,
+                            layout: Arc::clone(&layout),
+                            records: std::mem::take(&mut records),
+                        }) {
+                            return Ok(());
+                        }
+                        seq += 1;
+                        first_index += n;
+                        bytes = 0;
+                    }
+                    if !more {
+                        return Ok(());
+                    }
+                }
+            }
+            SourceKind::Npy(mut npy, mut sidecar) => {
+                let mut first_index = 0u64;
+                while first_index < npy.rows {
+                    let n = (npy.rows - first_index).min(ROWS_PER_BLOCK as u64) as usize;
+                    let vectors = npy.read_rows(n)?;
+                    let meta = sidecar.next_rows(n)?;
+                    if !send(Work::Rows {
+                        seq,
+                        first_index,
+                        meta,
+                        vectors,
+                    }) {
+                        return Ok(());
+                    }
+                    seq += 1;
+                    first_index += n as u64;
+                }
+                Ok(())
+            }
+            SourceKind::Parquet(reader, layout) => {
+                let mut first_index = 0u64;
+                for batch in reader {
+                    let batch = batch?;
+                    let n = batch.num_rows() as u64;
+                    let (meta, vectors) = layout.split(&batch)?;
+                    if !send(Work::Rows {
+                        seq,
+                        first_index,
+                        meta,
+                        vectors,
+                    }) {
+                        return Ok(());
+                    }
+                    seq += 1;
+                    first_index += n;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Appends up to `limit` bytes of the input to `block` (no zero-filling); the bytes read before an
+/// error are kept.
+fn read_block(
+    reader: &mut dyn Read,
+    block: &mut Vec<u8>,
+    limit: usize,
+) -> (usize, Option<std::io::Error>) {
+    let before = block.len();
+    let outcome = reader.take(limit as u64).read_to_end(block);
+    (block.len() - before, outcome.err())
+}
+
+/// Python's `str.strip()` whitespace: Unicode White_Space plus the separators U+001C..U+001F.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Collects a block's rows; the single place where a record becomes a good row or a reject.
+struct Builder<'o> {
+    chunk: Chunk,
+    options: &'o Options,
+    raws: Vec<String>,
+}
+
+impl<'o> Builder<'o> {
+    fn new(seq: u64, options: &'o Options) -> Self {
+        Builder {
+            chunk: Chunk {
+                seq,
+                ..Chunk::default()
+            },
+            options,
+            raws: Vec::new(),
+        }
+    }
+
+    fn reject(&mut self, index: u64, reason: Reason, detail: String, raw: &str) {
+        self.chunk.rejects.push(Reject {
+            index,
+            reason,
+            detail,
+            raw: truncate_chars(raw, self.options.raw_limit),
+        });
+    }
+
+    /// Validates `fields` whose vector values sit at `vectors[mark..]`; keeps or rejects the row.
+    /// Returns whether it was kept.
+    fn finish_record(&mut self, index: u64, fields: &Fields, mark: usize, raw: &str) -> bool {
+        let dims = self.options.dims;
+        let valid = match record::validate(fields, dims) {
+            Ok(v) => v,
+            Err((reason, detail)) => {
+                self.chunk.vectors.truncate(mark);
+                self.reject(index, reason, detail, raw);
+                return false;
+            }
+        };
+        let row = &self.chunk.vectors[mark..mark + dims];
+        if !row.iter().all(|v| v.is_finite()) {
+            self.chunk.vectors.truncate(mark);
+            self.reject(
+                index,
+                Reason::NonFinite,
+                "vector has NaN or infinite values (as float32)".into(),
+                raw,
+            );
+            return false;
+        }
+        let norm = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        let c = &mut self.chunk;
+        c.index.push(index);
+        c.ids.push(valid.id);
+        c.models.push(valid.model);
+        c.ts.push(valid.ts);
+        c.sources.push(valid.source);
+        c.payloads.push(valid.payload);
+        c.norms.push(norm);
+        true
+    }
+
+    fn done(mut self) -> Chunk {
+        if !self.raws.is_empty() {
+            self.chunk.raws = Raws::Strings(self.raws);
+        }
+        self.chunk
+    }
+}
+
+/// Splits a parsed JSON object into the contract's fields.
+fn fields_of<'a>(record: json::Record<'a>, vector: VectorField) -> Fields<'a> {
+    let mut f = Fields {
+        id: None,
+        ts: None,
+        model: None,
+        source: None,
+        vector,
+        extras: Vec::new(),
+    };
+    for (key, value) in record.fields {
+        // Repeated keys: the last one wins, as in Python.
+        match key.as_ref() {
+            "id" => f.id = Some(value),
+            "ts" => f.ts = Some(value),
+            "model" => f.model = Some(value),
+            "source" => f.source = Some(value),
+            _ => f.extras.push((key, value)),
+        }
+    }
+    f
+}
+
+/// Parses one block of work into a chunk.
+pub fn parse(work: Work, options: &Options) -> Chunk {
+    match work {
+        Work::Lines {
+            seq,
+            first_index,
+            data,
+            unreadable,
+        } => parse_lines(seq, first_index, data, unreadable, options),
+        Work::Csv {
+            seq,
+            first_index,
+            layout,
+            records,
+        } => parse_csv(seq, first_index, &layout, records, options),
+        Work::Rows {
+            seq,
+            first_index,
+            meta,
+            vectors,
+        } => parse_rows(seq, first_index, meta, vectors, options),
+    }
+}
+
+fn parse_lines(
+    seq: u64,
+    first_index: u64,
+    data: Vec<u8>,
+    unreadable: Option<String>,
+    options: &Options,
+) -> Chunk {
+    let mut b = Builder::new(seq, options);
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    // One UTF-8 check for the whole block; lines are decoded one by one only if it fails.
+    let valid = std::str::from_utf8(&data).ok();
+    let mut start = 0usize;
+    let mut index = first_index;
+    let mut lines = 0u64;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+        let line = &data[start..end];
+        lines += 1;
+        let text = match valid {
+            Some(all) => Cow::Borrowed(&all[start..end]),
+            None => String::from_utf8_lossy(line),
+        };
+        let trimmed = text.trim_matches(is_py_space);
+        if !trimmed.is_empty() {
+            b.chunk.rows_in += 1;
+            let mark = b.chunk.vectors.len();
+            let kept = match json::parse_record(trimmed, &mut b.chunk.vectors) {
+                Ok(rec) => {
+                    let vector = rec.vector.clone().unwrap_or(VectorField::Missing);
+                    let fields = fields_of(rec, vector);
+                    b.finish_record(index, &fields, mark, trimmed)
+                }
+                Err(Ok(kind)) => {
+                    b.reject(
+                        index,
+                        Reason::MalformedRecord,
+                        format!("record must be a JSON object, got {kind}"),
+                        trimmed,
+                    );
+                    false
+                }
+                Err(Err(e)) => {
+                    b.reject(
+                        index,
+                        Reason::MalformedRecord,
+                        format!("not valid JSON: {e}"),
+                        trimmed,
+                    );
+                    false
+                }
+            };
+            if kept {
+                // The raw text of a good row, for a later duplicate: its trimmed range in the block.
+                let lead = line.len() - line.trim_ascii_start().len();
+                let trail = line.len() - line.trim_ascii_end().len();
+                ranges.push((
+                    (start + lead) as u32,
+                    (end - trail).max(start + lead) as u32,
+                ));
+            }
+        }
+        index += 1;
+        start = end + 1;
+    }
+    let mut chunk = b.done();
+    chunk.unreadable = unreadable.map(|why| (first_index + lines, why));
+    chunk.raws = Raws::Text(data, ranges);
+    chunk
+}
+
+fn cell(record: &csv::ByteRecord, i: Option<usize>) -> Option<Cow<'_, str>> {
+    let bytes = record.get(i?)?;
+    if bytes.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8_lossy(bytes))
+    }
+}
+
+fn is_integer_text(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn csv_ts(text: Cow<'_, str>) -> Value<'_> {
+    if is_integer_text(&text) {
+        // Epoch milliseconds; beyond an i64 it is out of range either way.
+        match text.parse::<i64>() {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::Num(f64::INFINITY, "1"),
+        }
+    } else {
+        Value::Str(text)
+    }
+}
+
+fn parse_csv(
+    seq: u64,
+    first_index: u64,
+    layout: &CsvLayout,
+    records: Vec<csv::ByteRecord>,
+    options: &Options,
+) -> Chunk {
+    let mut b = Builder::new(seq, options);
+    for (n, rec) in records.iter().enumerate() {
+        let index = first_index + n as u64;
+        b.chunk.rows_in += 1;
+        let raw: String = rec
+            .iter()
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mark = b.chunk.vectors.len();
+        let vector = match &layout.vector {
+            CsvVector::Json(i) => match cell(rec, Some(*i)) {
+                None => Ok(VectorField::Missing),
+                Some(text) => json::parse_vector_text(&text, &mut b.chunk.vectors),
+            },
+            CsvVector::Columns(cols) => {
+                let mut first_bad = None;
+                for (position, &c) in cols.iter().enumerate() {
+                    let text = cell(rec, Some(c)).unwrap_or_default();
+                    let value = json::parse_value(text.trim())
+                        .ok()
+                        .and_then(|v| json::number_to_f32(&v));
+                    if value.is_none() && first_bad.is_none() {
+                        first_bad = Some((
+                            position,
+                            format!("{:?}", text.chars().take(40).collect::<String>()),
+                        ));
+                    }
+                    b.chunk.vectors.push(value.unwrap_or(f32::NAN));
+                }
+                Ok(VectorField::Array {
+                    len: cols.len(),
+                    first_bad,
+                })
+            }
+        };
+        let vector = match vector {
+            Ok(v) => v,
+            Err(e) => {
+                b.chunk.vectors.truncate(mark);
+                b.reject(
+                    index,
+                    Reason::MalformedRecord,
+                    format!("vector is not valid JSON: {e}"),
+                    &raw,
+                );
+                continue;
+            }
+        };
+        let fields = Fields {
+            id: cell(rec, layout.id).map(Value::Str),
+            ts: cell(rec, layout.ts).map(csv_ts),
+            model: cell(rec, layout.model).map(Value::Str),
+            source: cell(rec, layout.source).map(Value::Str),
+            vector,
+            extras: layout
+                .extras
+                .iter()
+                .filter_map(|(name, i)| {
+                    cell(rec, Some(*i)).map(|v| (Cow::Borrowed(name.as_str()), Value::Str(v)))
+                })
+                .collect(),
+        };
+        if b.finish_record(index, &fields, mark, &raw) {
+            b.raws.push(raw);
+        }
+    }
+    let _ = &layout.headers;
+    b.done()
+}
+
+fn parse_rows(
+    seq: u64,
+    first_index: u64,
+    meta: Vec<String>,
+    vectors: Vectors,
+    options: &Options,
+) -> Chunk {
+    let mut b = Builder::new(seq, options);
+    let mut dummy = Vec::new();
+    for (n, text) in meta.iter().enumerate() {
+        let index = first_index + n as u64;
+        b.chunk.rows_in += 1;
+        let mark = b.chunk.vectors.len();
+        let vector = match &vectors {
+            Vectors::F32(values, d) => {
+                b.chunk
+                    .vectors
+                    .extend_from_slice(&values[n * d..(n + 1) * d]);
+                VectorField::Array {
+                    len: *d,
+                    first_bad: None,
+                }
+            }
+            Vectors::F64(values, d) => {
+                b.chunk
+                    .vectors
+                    .extend(values[n * d..(n + 1) * d].iter().map(|&v| v as f32));
+                VectorField::Array {
+                    len: *d,
+                    first_bad: None,
+                }
+            }
+            Vectors::Lists(rows) => match &rows[n] {
+                None => VectorField::Missing,
+                Some(Ok(values)) => {
+                    b.chunk.vectors.extend_from_slice(values);
+                    VectorField::Array {
+                        len: values.len(),
+                        first_bad: None,
+                    }
+                }
+                Some(Err(position)) => VectorField::Array {
+                    len: 0,
+                    first_bad: Some((*position, "None".into())),
+                },
+            },
+        };
+        dummy.clear();
+        let fields = match json::parse_record(text, &mut dummy) {
+            Ok(rec) => fields_of(rec, vector),
+            Err(e) => {
+                b.chunk.vectors.truncate(mark);
+                let detail = match e {
+                    Ok(kind) => format!("metadata must be a JSON object, got {kind}"),
+                    Err(e) => format!("metadata is not valid JSON: {e}"),
+                };
+                b.reject(index, Reason::MalformedRecord, detail, text);
+                continue;
+            }
+        };
+        if b.finish_record(index, &fields, mark, text) {
+            b.raws.push(text.clone());
+        }
+    }
+    b.done()
+}
+
+// ---------------------------------------------------------------------------------------------
+// NPY
+
+/// A `.npy` file's 2-D float matrix, read row block by row block.
+pub struct NpyReader {
+    reader: BufReader<File>,
+    pub rows: u64,
+    dims: usize,
+    float64: bool,
+}
+
+impl NpyReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |what: String| Error::Invalid(format!("{}: {what}", path.display()));
+        let mut reader = BufReader::with_capacity(BLOCK_BYTES, open_file(path)?);
+        let mut magic = [0u8; 8];
+        reader
+            .read_exact(&mut magic)
+            .map_err(|_| bad("not an NPY file (too short)".into()))?;
+        if &magic[..6] != b"\x93NUMPY" {
+            return Err(bad("not an NPY file (no \\x93NUMPY magic)".into()));
+        }
+        let header_len = match magic[6] {
+            1 => {
+                let mut n = [0u8; 2];
+                reader.read_exact(&mut n)?;
+                u16::from_le_bytes(n) as usize
+            }
+            2 | 3 => {
+                let mut n = [0u8; 4];
+                reader.read_exact(&mut n)?;
+                u32::from_le_bytes(n) as usize
+            }
+            v => return Err(bad(format!("unsupported NPY version {v}"))),
+        };
+        let mut header = vec![0u8; header_len];
+        reader
+            .read_exact(&mut header)
+            .map_err(|_| bad("truncated NPY header".into()))?;
+        let header = String::from_utf8_lossy(&header).to_string();
+        let field = |name: &str| -> Option<String> {
+            let at = header.find(&format!("'{name}'"))? + name.len() + 2;
+            let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+            let end = if rest.starts_with('(') {
+                rest.find(')')? + 1
+            } else {
+                rest.find([',', '}'])?
+            };
+            Some(rest[..end].trim().trim_matches('\'').to_string())
+        };
+        let descr =
+            field("descr").ok_or_else(|| bad(format!("NPY header has no descr: {header}")))?;
+        let float64 = match descr.as_str() {
+            "<f4" => false,
+            "<f8" => true,
+            other => {
+                return Err(bad(format!(
+                "NPY dtype {other:?} is not supported: expected float32 ('<f4') or float64 ('<f8')"
+            )))
+            }
+        };
+        if field("fortran_order").as_deref() != Some("False") {
+            return Err(bad(
+                "NPY array in Fortran order is not supported: save it in C order".into(),
+            ));
+        }
+        let shape =
+            field("shape").ok_or_else(|| bad(format!("NPY header has no shape: {header}")))?;
+        let dims: Vec<u64> = shape
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad(format!("NPY shape {shape} is not understood")))?;
+        let [rows, d] = dims[..] else {
+            return Err(bad(format!(
+                "NPY array must be 2-D (rows × dims), got shape {shape}"
+            )));
+        };
+        let width = if float64 { 8 } else { 4 };
+        let expected = 8 + if magic[6] == 1 { 2 } else { 4 } + header_len as u64 + rows * d * width;
+        let actual = std::fs::metadata(path)?.len();
+        if actual < expected {
+            return Err(bad(format!(
+                "NPY file is truncated: {actual} bytes, its header promises {expected}"
+            )));
+        }
+        Ok(NpyReader {
+            reader,
+            rows,
+            dims: d as usize,
+            float64,
+        })
+    }
+
+    fn read_rows(&mut self, n: usize) -> Result<Vectors> {
+        let width = if self.float64 { 8 } else { 4 };
+        let mut bytes = vec![0u8; n * self.dims * width];
+        self.reader.read_exact(&mut bytes)?;
+        Ok(if self.float64 {
+            let values = bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Vectors::F64(values, self.dims)
+        } else {
+            let values = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Vectors::F32(values, self.dims)
+        })
+    }
+}
+
+/// The sidecar of an NPY file: one metadata row per vector.
+pub enum Sidecar {
+    Lines(BufReader<File>),
+    Parquet(std::vec::IntoIter<String>),
+}
+
+/// The sidecar paths tried for `input`, in order.
+pub fn sidecar_candidates(input: &Path) -> Vec<PathBuf> {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".npy").unwrap_or(&name);
+    [".meta.jsonl", ".meta.parquet"]
+        .iter()
+        .map(|suffix| input.with_file_name(format!("{stem}{suffix}")))
+        .collect()
+}
+
+impl Sidecar {
+    fn open(input: &Path, given: Option<&Path>, rows: u64) -> Result<Self> {
+        let path = match given {
+            Some(p) => p.to_path_buf(),
+            None => sidecar_candidates(input)
+                .into_iter()
+                .find(|p| p.exists())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: no sidecar with the ids and timestamps: expected {}",
+                        input.display(),
+                        sidecar_candidates(input)
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ))
+                })?,
+        };
+        let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+        let (sidecar, count) = if is_parquet {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(open_file(&path)?).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: not a readable Parquet file: {e}",
+                        path.display()
+                    ))
+                })?;
+            let layout = ParquetLayout::scalars(builder.schema());
+            let mut rows_out = Vec::new();
+            for batch in builder.build()? {
+                rows_out.extend(layout.split(&batch?)?.0);
+            }
+            let n = rows_out.len() as u64;
+            (Sidecar::Parquet(rows_out.into_iter()), n)
+        } else {
+            let n = count_lines(&mut open_file(&path)?)?.0;
+            (Sidecar::Lines(BufReader::new(open_file(&path)?)), n)
+        };
+        if count != rows {
+            return Err(Error::Invalid(format!(
+                "sidecar {} has {count} rows but {} holds {rows} vectors",
+                path.display(),
+                input.display()
+            )));
+        }
+        Ok(sidecar)
+    }
+
+    fn next_rows(&mut self, n: usize) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(n);
+        match self {
+            Sidecar::Parquet(rows) => out.extend(rows.by_ref().take(n)),
+            Sidecar::Lines(reader) => {
+                let mut line = Vec::new();
+                while out.len() < n {
+                    line.clear();
+                    if std::io::BufRead::read_until(reader, b'\n', &mut line)? == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_matches(is_py_space);
+                    if !text.is_empty() {
+                        out.push(text.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parquet (and Arrow rows in general)
+
+/// Which columns of an Arrow schema hold the vector and the other fields.
+pub struct ParquetLayout {
+    vector: Option<usize>,
+    scalars: Vec<(String, usize)>,
+}
+
+impl ParquetLayout {
+    fn new(input: &Path, schema: &arrow::datatypes::SchemaRef) -> Result<Self> {
+        let vector = schema.index_of("vector").ok();
+        if let Some(i) = vector {
+            let ok = match schema.field(i).data_type() {
+                DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                    matches!(f.data_type(), DataType::Float32 | DataType::Float64)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "{}: column `vector` must be a list or fixed-size list of float or double, got {}",
+                    input.display(),
+                    schema.field(i).data_type()
+                )));
+            }
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: Parquet file has no `vector` column (columns: {})",
+                input.display(),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut layout = Self::scalars(schema);
+        layout.scalars.retain(|(_, i)| Some(*i) != vector);
+        layout.vector = vector;
+        Ok(layout)
+    }
+
+    fn scalars(schema: &arrow::datatypes::SchemaRef) -> Self {
+        ParquetLayout {
+            vector: None,
+            scalars: schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name().clone(), i))
+                .collect(),
+        }
+    }
+
+    /// Each row's non-vector fields as a JSON object (nulls kept), and the vectors.
+    fn split(&self, batch: &RecordBatch) -> Result<(Vec<String>, Vectors)> {
+        let n = batch.num_rows();
+        let mut meta = vec![String::from("{"); n];
+        for (k, (name, i)) in self.scalars.iter().enumerate() {
+            let column = batch.column(*i);
+            let mut key = String::new();
+            json::Value::Str(Cow::Borrowed(name)).write_sorted(&mut key);
+            for (row, out) in meta.iter_mut().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                out.push_str(&key);
+                out.push(':');
+                scalar_json(column, row, out)?;
+            }
+        }
+        for out in &mut meta {
+            out.push('}');
+        }
+        let vectors = match self.vector {
+            Some(i) => list_vectors(batch.column(i))?,
+            None => Vectors::Lists(vec![None; n]),
+        };
+        Ok((meta, vectors))
+    }
+}
+
+fn scalar_json(column: &ArrayRef, row: usize, out: &mut String) -> Result<()> {
+    if column.is_null(row) {
+        out.push_str("null");
+        return Ok(());
+    }
+    let micros = |v: i64, unit: &TimeUnit| match unit {
+        TimeUnit::Second => v.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => v.saturating_mul(1000),
+        TimeUnit::Microsecond => v,
+        TimeUnit::Nanosecond => v.div_euclid(1000),
+    };
+    match column.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let s = arrow::array::cast::as_string_array(&arrow::compute::cast(
+                &column.slice(row, 1),
+                &DataType::Utf8,
+            )?)
+            .value(0)
+            .to_string();
+            json::Value::Str(Cow::Owned(s)).write_sorted(out);
+        }
+        DataType::Boolean => out.push_str(if column.as_boolean().value(row) {
+            "true"
+        } else {
+            "false"
+        }),
+        DataType::Float32 => push_float(
+            f64::from(column.as_primitive::<Float32Type>().value(row)),
+            out,
+        ),
+        DataType::Float64 => push_float(column.as_primitive::<Float64Type>().value(row), out),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => {
+            let text = arrow::util::display::array_value_to_string(column, row)?;
+            out.push_str(&text);
+        }
+        DataType::Timestamp(unit, tz) => {
+            let v = arrow::compute::cast(&column.slice(row, 1), &DataType::Int64)?;
+            let us = micros(
+                v.as_primitive::<arrow::datatypes::Int64Type>().value(0),
+                unit,
+            );
+            let day = us.div_euclid(crate::engine::DAY_MICROS);
+            let rem = us.rem_euclid(crate::engine::DAY_MICROS);
+            let (h, m, s, f) = (
+                rem / 3_600_000_000,
+                rem / 60_000_000 % 60,
+                rem / 1_000_000 % 60,
+                rem % 1_000_000,
+            );
+            let offset = if tz.is_some() { "+00:00" } else { "" };
+            let text = format!(
+                "{}T{h:02}:{m:02}:{s:02}.{f:06}{offset}",
+                civil_from_days(day)
+            );
+            json::Value::Str(Cow::Owned(text)).write_sorted(out);
+        }
+        _ => {
+            let text = arrow::util::display::array_value_to_string(column, row)?;
+            json::Value::Str(Cow::Owned(text)).write_sorted(out);
+        }
+    }
+    Ok(())
+}
+
+fn push_float(v: f64, out: &mut String) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        // Shortest text that reads back as the same f64, always with a fraction or exponent.
+        let text = format!("{v:?}");
+        out.push_str(&text);
+    }
+}
+
+fn list_vectors(column: &ArrayRef) -> Result<Vectors> {
+    let n = column.len();
+    let mut rows = Vec::with_capacity(n);
+    let row_values = |values: ArrayRef| -> std::result::Result<Vec<f32>, usize> {
+        if let Some(p) = (0..values.len()).find(|&p| values.is_null(p)) {
+            return Err(p);
+        }
+        Ok(match values.data_type() {
+            DataType::Float64 => values
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            _ => values.as_primitive::<Float32Type>().values().to_vec(),
+        })
+    };
+    for row in 0..n {
+        if column.is_null(row) {
+            rows.push(None);
+            continue;
+        }
+        let values = match column.data_type() {
+            DataType::List(_) => column.as_list::<i32>().value(row),
+            DataType::LargeList(_) => column.as_list::<i64>().value(row),
+            DataType::FixedSizeList(..) => column.as_fixed_size_list().value(row),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "vector column of type {other} is not supported"
+                )))
+            }
+        };
+        rows.push(Some(row_values(values)));
+    }
+    Ok(Vectors::Lists(rows))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting
+
+/// Non-blank lines of a stream, and why reading stopped early if it did.
+fn count_lines(reader: &mut dyn Read) -> Result<(u64, Option<String>)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut count = 0u64;
+    let mut in_line = false; // the current line has a non-blank byte
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Ok((count, Some(e.to_string()))),
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                count += u64::from(in_line);
+                in_line = false;
+            } else if !b.is_ascii_whitespace() {
+                in_line = true;
+            }
+        }
+    }
+    Ok((count + u64::from(in_line), None))
+}
+
+pub fn count(
+    input: &Path,
+    format: Format,
+    sidecar: Option<&Path>,
+) -> Result<(u64, Option<String>)> {
+    match format {
+        Format::Jsonl => count_lines(&mut open_file(input)?),
+        Format::JsonlGz => count_lines(&mut gunzip(input)?),
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(BufReader::with_capacity(BLOCK_BYTES, open_file(input)?));
+            let mut record = csv::ByteRecord::new();
+            let mut n = 0;
+            while reader
+                .read_byte_record(&mut record)
+                .map_err(|e| Error::Invalid(format!("CSV: {e}")))?
+            {
+                n += 1;
+            }
+            Ok((n, None))
+        }
+        Format::Npy => {
+            let npy = NpyReader::open(input)?;
+            let rows = npy.rows;
+            Sidecar::open(input, sidecar, rows)?;
+            Ok((rows, None))
+        }
+        Format::Parquet => {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(open_file(input)?).map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: not a readable Parquet file: {e}",
+                        input.display()
+                    ))
+                })?;
+            Ok((builder.metadata().file_metadata().num_rows() as u64, None))
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Parquet files laid out for the Iceberg table: zstd, BYTE_STREAM_SPLIT floats, dictionary-encoded
+//! low-cardinality strings, chunk statistics; and the rejects file.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::engine::{DataFile, Options, Result};
+use crate::record::Reject;
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The list element of `vector`: float32, never null (the table's `element_required`).
+pub fn vector_element() -> FieldRef {
+    Arc::new(Field::new("element", DataType::Float32, false))
+}
+
+/// The Arrow schema of `nextesy.embeddings` data files (same as `schema.EMBEDDINGS_ARROW`).
+pub fn embeddings_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("model", DataType::Utf8, false),
+                Field::new("vector", DataType::List(vector_element()), false),
+                Field::new("ts", timestamp(), false),
+                Field::new("source", DataType::Utf8, true),
+                Field::new("payload", DataType::Utf8, true),
+                Field::new("batch_id", DataType::Utf8, false),
+                Field::new("ingested_at", timestamp(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// The Arrow schema of `nextesy.quarantine` rows (same as `schema.QUARANTINE_ARROW`).
+pub fn quarantine_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("batch_id", DataType::Utf8, false),
+                Field::new("record_index", DataType::Int64, false),
+                Field::new("reason", DataType::Utf8, false),
+                Field::new("detail", DataType::Utf8, true),
+                Field::new("raw", DataType::Utf8, true),
+                Field::new("quarantined_at", timestamp(), false),
+            ]))
+        })
+        .clone()
+}
+
+fn zstd(level: i32) -> Result<Compression> {
+    Ok(Compression::ZSTD(ZstdLevel::try_new(level)?))
+}
+
+/// Writer settings for data files: the float column byte-split and unencoded by dictionary.
+pub fn data_properties(options: &Options) -> Result<WriterProperties> {
+    let element = ColumnPath::from(vec![
+        "vector".to_string(),
+        "list".to_string(),
+        "element".to_string(),
+    ]);
+    Ok(WriterProperties::builder()
+        .set_compression(zstd(options.zstd_level)?)
+        .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("model"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("source"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("batch_id"), true)
+        .set_column_encoding(element.clone(), Encoding::BYTE_STREAM_SPLIT)
+        // Per-element min/max of a vector helps no query and costs a pass over every float.
+        .set_column_statistics_enabled(element, EnabledStatistics::None)
+        .set_created_by(format!("nextesy-native {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+fn create_file(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    Ok(File::create(path)?)
+}
+
+/// Rows handed to the Parquet encoder at a time (see [`DayWriter::write`]).
+const WRITE_SLICE_ROWS: usize = 2048;
+
+/// One day's data file, open for row groups.
+pub struct DayWriter {
+    path: PathBuf,
+    day: String,
+    rows: u64,
+    writer: ArrowWriter<File>,
+}
+
+impl DayWriter {
+    pub fn create(path: &Path, day: String, options: &Options) -> Result<Self> {
+        let file = create_file(path)?;
+        let writer =
+            ArrowWriter::try_new(file, embeddings_schema(), Some(data_properties(options)?))?;
+        Ok(DayWriter {
+            path: path.to_path_buf(),
+            day,
+            rows: 0,
+            writer,
+        })
+    }
+
+    /// Writes `batch` as one row group of its own. It is fed to the encoder in slices: arrow-rs
+    /// materialises two 16-bit levels per list element of what it is given, which for a whole row
+    /// group of vectors would cost as much memory again as the floats themselves.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = WRITE_SLICE_ROWS.min(batch.num_rows() - offset);
+            self.writer.write(&batch.slice(offset, len))?;
+            offset += len;
+        }
+        self.writer.flush()?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<DataFile> {
+        self.writer.close()?;
+        let bytes = fs::metadata(&self.path)?.len();
+        Ok(DataFile {
+            path: self.path,
+            day: self.day,
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// The rejects of a conversion, streamed into a Parquet file created on the first reject.
+pub struct RejectsWriter {
+    path: PathBuf,
+    batch_id: String,
+    at: i64,
+    writer: Option<ArrowWriter<File>>,
+}
+
+impl RejectsWriter {
+    pub fn new(path: &Path, options: &Options) -> Self {
+        RejectsWriter {
+            path: path.to_path_buf(),
+            batch_id: options.batch_id.clone(),
+            at: options.ingested_at,
+            writer: None,
+        }
+    }
+
+    pub fn write(&mut self, rejects: Vec<Reject>) -> Result<()> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let props = WriterProperties::builder()
+                .set_compression(zstd(3)?)
+                .build();
+            self.writer = Some(ArrowWriter::try_new(
+                create_file(&self.path)?,
+                quarantine_schema(),
+                Some(props),
+            )?);
+        }
+        let n = rejects.len();
+        let mut index = Vec::with_capacity(n);
+        let mut reason = Vec::with_capacity(n);
+        let mut detail = Vec::with_capacity(n);
+        let mut raw = Vec::with_capacity(n);
+        for r in rejects {
+            index.push(r.index as i64);
+            reason.push(r.reason.code());
+            detail.push(r.detail);
+            raw.push(r.raw);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.batch_id.as_str(); n])),
+            Arc::new(Int64Array::from(index)),
+            Arc::new(StringArray::from(reason)),
+            Arc::new(StringArray::from(detail)),
+            Arc::new(StringArray::from(raw)),
+            Arc::new(TimestampMicrosecondArray::from(vec![self.at; n]).with_timezone("UTC")),
+        ];
+        let batch = RecordBatch::try_new(quarantine_schema(), columns)?;
+        self.writer.as_mut().expect("created above").write(&batch)?;
+        Ok(())
+    }
+
+    /// Closes the file; `None` if there were no rejects (and so no file).
+    pub fn finish(self) -> Result<Option<PathBuf>> {
+        match self.writer {
+            Some(w) => {
+                w.close()?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
