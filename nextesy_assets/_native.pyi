@@ -1,4 +1,33 @@
+"""Type stubs of the compiled engine (rust_ext/); use it through nextesy_assets.native."""
+
+from typing import Any
+
 import numpy as np
 
+class InvalidInputError(ValueError):
+    """The landing file cannot be converted at all."""
+
+class ArrowBatch:
+    """A record batch offered through the Arrow PyCapsule interface."""
+
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
+
+def convert(
+    input: str,
+    format: str,
+    out_dir: str,
+    rejects_path: str,
+    *,
+    dims: int,
+    default_model: str,
+    raw_limit: int,
+    batch_id: str,
+    ingested_at_us: int,
+    row_group_rows: int,
+    zstd_level: int = 1,
+    threads: int = 0,
+    sidecar: str | None = None,
+) -> tuple[dict[str, Any], ArrowBatch]: ...
+def count_records(input: str, format: str, sidecar: str | None = None) -> tuple[int, str | None]: ...
 def vector_stats(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 def version() -> str: ...

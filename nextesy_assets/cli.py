@@ -63,6 +63,104 @@ def demo(home: str | None, files: int, rows: int, seed: int | None) -> None:
     click.echo(f"{len(written)} landing files in {settings.landing_uri}; next: nextesy sync")
 
 
+_CONVERT_FORMATS = ("jsonl", "jsonl.gz", "csv", "npy", "parquet")
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out_dir", metavar="OUT_DIR", type=click.Path(file_okay=False))
+@click.option("--dims", type=click.IntRange(1), default=None, help="Vector dimension [default: NEXTESY_DIMS or 768].")
+@click.option(
+    "--format", "fmt", type=click.Choice(_CONVERT_FORMATS), default=None, help="Input format [default: from the name]."
+)
+@click.option("--model", default=None, help="Model of records that name none [default: NEXTESY_DEFAULT_MODEL].")
+@click.option("--sidecar", type=click.Path(exists=True, dir_okay=False), default=None, help="NPY metadata file.")
+@click.option("--row-group-mb", type=click.IntRange(1), default=128, show_default=True, help="Target row group size.")
+@click.option(
+    "--threads", type=click.IntRange(0), default=0, show_default=True, help="Parse threads (0: one per core)."
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["native", "python"]),
+    default="native",
+    show_default=True,
+    help="native: the Rust engine; python: the reference implementation it is tested against.",
+)
+def convert(
+    input_path: str,
+    out_dir: str,
+    dims: int | None,
+    fmt: str | None,
+    model: str | None,
+    sidecar: str | None,
+    row_group_mb: int,
+    threads: int,
+    engine: str,
+) -> None:
+    """Convert one landing file to Parquet laid out for the table: OUT_DIR/ts_day=YYYY-MM-DD/<name>.parquet
+    (one file per day, zstd, byte-split floats) and OUT_DIR/rejects.parquet (rejected records with their
+    reason, written when records were rejected). Needs no Dagster, catalog or cloud: the unit that can run anywhere.
+    """
+    import time
+    from datetime import UTC, datetime
+
+    # NumPy (imported by the Arrow bindings) would start BLAS threads that only compete with the engine's.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from .lib.batches import batch_id_for, detect_format
+    from .lib.errors import InvalidLandingFileError, UnsupportedFormatError
+
+    name = Path(input_path).name
+    try:
+        fmt = fmt or detect_format(name)
+    except UnsupportedFormatError as exc:
+        raise click.UsageError(f"{exc}; or pass --format") from None
+    dims = dims or int(os.environ.get(ENV_VARS["dims"], "768"))
+    model = model or os.environ.get(ENV_VARS["default_model"], "default")
+    batch_id = batch_id_for(name, str(os.path.getsize(input_path)))
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rejects = out / "rejects.parquet"
+    rejects.unlink(missing_ok=True)
+    row_group_rows = max(1, row_group_mb * 1024 * 1024 // (dims * 4 + 64))
+    try:
+        if engine == "native":
+            from .native import convert_file
+
+            result = convert_file(
+                input_path,
+                fmt,
+                out,
+                rejects,
+                dims=dims,
+                batch_id=batch_id,
+                ingested_at_us=int(datetime.now(UTC).timestamp() * 1_000_000),
+                default_model=model,
+                row_group_rows=row_group_rows,
+                threads=threads,
+                sidecar=sidecar,
+            )
+            rows_in, good, rejected, reasons = result.rows_in, result.rows_good, result.rows_rejected, result.reasons
+            files = result.data_files.num_rows
+            written = sum(result.data_files.column("bytes").to_pylist())
+        else:
+            from .lib.oracle_convert import convert_with_oracle
+
+            rows_in, good, rejected, reasons, files, written = convert_with_oracle(
+                input_path, fmt, out, rejects, dims, model, batch_id, row_group_rows, sidecar
+            )
+    except (InvalidLandingFileError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - started
+    size_mb = os.path.getsize(input_path) / 1e6
+    why = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
+    click.echo(
+        f"{name}: {rows_in} records -> {good} rows in {files} file(s), {written / max(good, 1):.0f} B/vector; "
+        f"{rejected} rejected{f' ({why})' if why else ''}; {elapsed:.2f}s, {rows_in / elapsed:,.0f} rows/s, "
+        f"{size_mb / elapsed:,.0f} MB/s [{engine}]"
+    )
+
+
 @main.command()
 @home_option
 def sync(home: str | None) -> None:

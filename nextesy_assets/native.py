@@ -1,12 +1,101 @@
-"""Typed front of the native (Rust) module; the only place that imports `_native`."""
+"""Typed front of the native (Rust) engine; the only place that imports `_native`.
+
+`convert_file` runs the whole conversion of a landing file (parse, validate, write Parquet) in Rust
+with the GIL released; its data-file list comes back through the Arrow C data interface.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 
 from . import _native
+from .lib.errors import InvalidLandingFileError
 
-__all__ = ["native_version", "vector_stats"]
+__all__ = ["ConvertResult", "convert_file", "count_records", "native_version", "vector_stats"]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What converting one landing file produced."""
+
+    rows_in: int
+    rows_good: int
+    rows_rejected: int
+    reasons: dict[str, int]
+    data_files: pa.Table  # path, day, rows, bytes: one Parquet file per day(ts)
+    rejects_path: str | None
+    norm_min: float | None = None
+    norm_max: float | None = None
+    norm_mean: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def convert_file(
+    input_path: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    rejects_path: str | Path,
+    *,
+    dims: int,
+    batch_id: str,
+    ingested_at_us: int,
+    default_model: str = "default",
+    raw_limit: int = 256 * 1024,
+    row_group_rows: int = 40_000,
+    zstd_level: int = 1,
+    threads: int = 0,
+    sidecar: str | Path | None = None,
+) -> ConvertResult:
+    """Convert a landing file of format `fmt` (jsonl, jsonl.gz, csv, npy, parquet) into Parquet data
+    files under `out_dir` (`ts_day=YYYY-MM-DD/<batch_id>.parquet`) and its rejects into `rejects_path`
+    (written only if there are rejects).
+
+    Raises InvalidLandingFileError when the file cannot be converted at all (wrong magic, missing
+    sidecar or vector column, unknown format); bad records are rejects, not errors.
+    """
+    try:
+        summary, files = _native.convert(
+            str(input_path),
+            fmt,
+            str(out_dir),
+            str(rejects_path),
+            dims=dims,
+            default_model=default_model,
+            raw_limit=raw_limit,
+            batch_id=batch_id,
+            ingested_at_us=ingested_at_us,
+            row_group_rows=row_group_rows,
+            zstd_level=zstd_level,
+            threads=threads,
+            sidecar=None if sidecar is None else str(sidecar),
+        )
+    except _native.InvalidInputError as exc:
+        raise InvalidLandingFileError(str(exc)) from None
+    good = summary["rows_good"]
+    return ConvertResult(
+        rows_in=summary["rows_in"],
+        rows_good=good,
+        rows_rejected=summary["rows_rejected"],
+        reasons=dict(summary["reasons"]),
+        data_files=pa.Table.from_batches([pa.record_batch(files)]),
+        rejects_path=summary["rejects_path"],
+        norm_min=summary["norm_min"] if good else None,
+        norm_max=summary["norm_max"] if good else None,
+        norm_mean=summary["norm_sum"] / good if good else None,
+    )
+
+
+def count_records(input_path: str | Path, fmt: str, sidecar: str | Path | None = None) -> tuple[int, str | None]:
+    """`(records, damaged)`: the records a landing file holds without converting it, and why reading
+    stopped early if it did (a damaged compressed stream)."""
+    try:
+        return _native.count_records(str(input_path), fmt, None if sidecar is None else str(sidecar))
+    except _native.InvalidInputError as exc:
+        raise InvalidLandingFileError(str(exc)) from None
 
 
 def vector_stats(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,5 @@
 """The lineage: raw_embeddings -> parquet_batches -> iceberg_table (+ quarantine) -> gcs_replica."""
 
-import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,24 +72,27 @@ def raw_embeddings(context: dg.AssetExecutionContext, nextesy: NextesyResource) 
     started = time.perf_counter()
     with fail_fast_on_terminal_errors():
         registration = batches.lookup(nextesy.settings(), context.partition_key)
-        data = ingest.read_landing(registration)
         thresholds = nextesy.thresholds()
-    try:
-        fmt_ok, fmt_detail = True, batches.detect_format(registration.key)
-    except UnsupportedFormatError as exc:
-        fmt_ok, fmt_detail = False, str(exc)
-    records, damaged = ingest.count_records(data, registration.format) if fmt_ok else (0, None)
+        try:
+            fmt_ok, fmt_detail = True, batches.detect_format(registration.key)
+        except UnsupportedFormatError as exc:
+            fmt_ok, fmt_detail = False, str(exc)
+        info = ingest.inspect_landing(registration)
+    records, damaged = (info.records, info.damaged) if fmt_ok else (0, None)
+    metadata: dict[str, object] = {
+        "source": dg.MetadataValue.path(registration.uri),
+        "format": registration.format,
+        "etag": registration.etag,
+        "bytes": info.size,
+        "sha256": info.sha256,
+        "records": records,
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    if registration.sidecar_uri is not None:
+        metadata["sidecar"] = dg.MetadataValue.path(registration.sidecar_uri)
     return dg.MaterializeResult(
-        metadata={
-            "source": dg.MetadataValue.path(registration.uri),
-            "format": registration.format,
-            "etag": registration.etag,
-            "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "records": records,
-            "duration_s": round(time.perf_counter() - started, 3),
-        },
-        check_results=check_results(rules_lib.judge_raw(fmt_ok, fmt_detail, len(data), records, damaged, thresholds)),
+        metadata=metadata,
+        check_results=check_results(rules_lib.judge_raw(fmt_ok, fmt_detail, info.size, records, damaged, thresholds)),
     )
 
 
@@ -129,6 +131,7 @@ def parquet_batches(context: dg.AssetExecutionContext, nextesy: NextesyResource)
             "bytes_per_vector": round(manifest.output_bytes / manifest.rows_good, 1) if manifest.rows_good else 0.0,
             "norm_mean": manifest.norm_mean if manifest.norm_mean is not None else float("nan"),
             "duration_s": manifest.duration_s,
+            "engine": manifest.engine,
             "rewritten": committed is None,
         },
     )

@@ -18,7 +18,25 @@ FORMATS: dict[str, str] = {
     ".ndjson.gz": "jsonl.gz",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".npy": "npy",
+    ".parquet": "parquet",
 }
+
+# The metadata of `<stem>.npy` lives in `<stem>.meta.jsonl` or `<stem>.meta.parquet`: part of the
+# NPY batch, never a batch of its own.
+SIDECAR_SUFFIXES = (".meta.jsonl", ".meta.parquet")
+
+
+def is_sidecar(key: str) -> bool:
+    return key.lower().endswith(SIDECAR_SUFFIXES)
+
+
+def sidecar_keys(npy_key: str) -> list[str]:
+    """The keys an NPY file's sidecar may have, in the order they are tried."""
+    stem = npy_key[: -len(".npy")]
+    return [stem + suffix for suffix in SIDECAR_SUFFIXES]
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -65,10 +83,16 @@ class BatchRegistration:
     etag: str
     size: int
     format: str
+    sidecar_key: str | None = None  # NPY only: the metadata file, part of the batch
+    sidecar_etag: str | None = None
 
     @property
     def uri(self) -> str:
         return storage.join(self.landing_uri, self.key)
+
+    @property
+    def sidecar_uri(self) -> str | None:
+        return None if self.sidecar_key is None else storage.join(self.landing_uri, self.sidecar_key)
 
 
 def registration_uri(settings: Settings, batch_id: str) -> str:
@@ -76,14 +100,28 @@ def registration_uri(settings: Settings, batch_id: str) -> str:
 
 
 def register(settings: Settings, obj: storage.ObjectInfo) -> BatchRegistration:
-    """Record which landing object a batch id stands for (idempotent: same object, same record)."""
+    """Record which landing object a batch id stands for (idempotent: same object, same record).
+
+    An NPY file's sidecar is found now (it must be uploaded before the NPY file) and is checked for
+    changes when the batch is converted.
+    """
+    fmt = detect_format(obj.key)
+    sidecar_key = sidecar_etag = None
+    if fmt == "npy":
+        for key in sidecar_keys(obj.key):
+            uri = storage.join(settings.landing_uri, key)
+            if storage.exists(uri):
+                sidecar_key, sidecar_etag = key, storage.stat(uri).etag
+                break
     registration = BatchRegistration(
         batch_id=batch_id_for(obj.key, obj.etag),
         landing_uri=settings.landing_uri,
         key=obj.key,
         etag=obj.etag,
         size=obj.size,
-        format=detect_format(obj.key),
+        format=fmt,
+        sidecar_key=sidecar_key,
+        sidecar_etag=sidecar_etag,
     )
     uri = registration_uri(settings, registration.batch_id)
     if not storage.exists(uri):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def write_demo(
     """Write `files` new landing files of `rows` good records each, spread over the last three days.
 
     Existing files are never rewritten (a rewrite would be a new batch); numbering continues after them.
-    The first file carries one bad record of each kind; the last one is gzip-compressed.
+    The first file carries one bad record of each kind; the last one is gzip-compressed; with three or
+    more files, the second is a NumPy file with its metadata sidecar.
     """
     now = now or datetime.now(UTC)
     first = _next_number(settings.landing_uri)
@@ -103,8 +105,19 @@ def write_demo(
             lines.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode())
         bad = _bad_records(stem, settings.dims, orjson.loads(lines[0]), now) if number == first else []
         lines[len(lines) // 2 : len(lines) // 2] = bad
-        content = ("\n".join(lines) + "\n").encode()
         gz = number == first + files - 1 and files > 1
+        if number == first + 1 and files > 2:
+            # NumPy: the vectors as a float32 matrix, everything else in the sidecar (written first).
+            uri = storage.join(settings.landing_uri, f"{stem}.npy")
+            metas = [orjson.loads(line) for line in lines]
+            sidecar = b"".join(orjson.dumps({k: v for k, v in m.items() if k != "vector"}) + b"\n" for m in metas)
+            storage.write_bytes(storage.join(settings.landing_uri, f"{stem}.meta.jsonl"), sidecar)
+            matrix = io.BytesIO()
+            np.save(matrix, vectors.astype(np.float32))
+            storage.write_bytes(uri, matrix.getvalue())
+            written.append(DemoFile(uri=uri, records=rows, bad_records=0))
+            continue
+        content = ("\n".join(lines) + "\n").encode()
         name = f"{stem}.jsonl.gz" if gz else f"{stem}.jsonl"
         uri = storage.join(settings.landing_uri, name)
         storage.write_bytes(uri, gzip.compress(content, mtime=0) if gz else content)
@@ -113,6 +126,7 @@ def write_demo(
         # Not an embeddings file: shows how unsupported files are skipped and reported.
         storage.write_bytes(
             storage.join(settings.landing_uri, "README.txt"),
-            b"Landing zone for Nextesy: drop .jsonl or .jsonl.gz embedding files here.\n",
+            b"Landing zone for Nextesy: drop .jsonl[.gz], .csv, .npy (with its .meta.jsonl first) or .parquet "
+            b"embedding files here.\n",
         )
     return written

@@ -37,3 +37,7 @@ class SchemaConflictError(TerminalError):
 
 class ReplicaVerificationError(TransientError):
     """A copied file's checksum does not match its source; the copy is retried, never committed."""
+
+
+class InvalidLandingFileError(TerminalError):
+    """A landing file of a supported type that cannot be read at all (bad header, missing sidecar)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from . import storage
-from .batches import BatchRegistration, batch_id_for, is_supported, register
+from .batches import BatchRegistration, batch_id_for, is_sidecar, is_supported, register
 from .settings import Settings
 
 
@@ -46,6 +46,8 @@ def scan(
         for obj in page:
             result.listed += 1
             result.last_key = obj.key
+            if is_sidecar(obj.key):
+                continue  # read with its NPY file
             if not is_supported(obj.key):
                 result.unsupported.append(obj.key)
             elif batch_id_for(obj.key, obj.etag) not in known:

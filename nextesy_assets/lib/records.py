@@ -5,12 +5,15 @@ This is the reference (oracle) implementation; the native engine must agree with
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
 import math
+import os
+import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +23,7 @@ import numpy as np
 import orjson
 
 from .. import native
+from .errors import InvalidLandingFileError
 
 
 class Reason(StrEnum):
@@ -78,6 +82,34 @@ class _Rejected(Exception):
         self.detail = detail
 
 
+# The accepted ISO-8601 forms (the native engine implements the same grammar):
+# YYYY-MM-DD(T|t| )HH:MM[:SS[(.|,)F{1,9}]](Z|z|+HH|+HHMM|+HH:MM|-...); the fraction is truncated to µs.
+_ISO = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?"
+    r"(?:[Zz]|([+-])([0-9]{2})(?::?([0-9]{2}))?)"
+)
+
+
+def _parse_iso(text: str) -> int | None:
+    """Microseconds since the epoch of an ISO-8601 timestamp with an offset, or None if it is not one."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC)
+    except ValueError:
+        return None
+    offset = 0
+    if sign is not None:
+        if int(off_h) > 23 or int(off_m or 0) > 59:
+            return None
+        offset = (int(off_h) * 3600 + int(off_m or 0) * 60) * (-1 if sign == "-" else 1)
+    delta = moment - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds - offset
+    return seconds * 1_000_000 + int((fraction or "0")[:6].ljust(6, "0"))
+
+
 def _parse_ts(value: Any) -> int:
     """Event time as microseconds since the epoch (UTC)."""
     if isinstance(value, bool):
@@ -89,14 +121,10 @@ def _parse_ts(value: Any) -> int:
             raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not a finite number: {value!r}")
         micros = int(value) * 1000 if isinstance(value, int) else round(value * 1000)
     elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not ISO-8601: {value!r}") from None
-        if parsed.tzinfo is None:
-            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts has no UTC offset: {value!r}")
-        delta = parsed - _EPOCH
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        parsed = _parse_iso(value)
+        if parsed is None:
+            raise _Rejected(Reason.BAD_TIMESTAMP, f"ts is not ISO-8601 with an offset: {value!r}")
+        micros = parsed
     else:
         raise _Rejected(
             Reason.BAD_TIMESTAMP,
@@ -171,8 +199,16 @@ def _validate(
     ts = _parse_ts(record["ts"])
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
     promoted = _promote(extra, extra_columns)
-    payload = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
+    payload = _payload(extra) if extra else None
     return record_id, model, vector, ts, source, payload, promoted
+
+
+def _payload(extra: dict[str, Any]) -> str:
+    """Compact JSON with sorted keys; integers beyond 64 bits (which orjson refuses) kept exact."""
+    try:
+        return orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(extra, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
 
 def open_landing(data: bytes, fmt: str) -> IO[bytes]:
@@ -265,6 +301,84 @@ def _to_float32(candidates: list[_Candidate], dims: int) -> np.ndarray:
     return matrix
 
 
+# What a format reader yields per record: its index, its raw text, and the record (a dict in the
+# contract's terms) or the reason it could not even become one.
+_Item = tuple[int, str, "dict[str, Any] | _Rejected"]
+
+
+class _Unreadable(Exception):
+    """The input cannot be read past this point (a damaged compressed stream)."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(detail)
+        self.index = index
+        self.detail = detail
+
+
+def _consume(
+    batch: ParsedBatch,
+    items: Iterator[_Item],
+    raw_limit: int,
+    default_model: str,
+    extra_columns: tuple[tuple[str, str], ...],
+) -> ParsedBatch:
+    collector = _Collector(batch, raw_limit)
+    while True:
+        try:
+            index, text, record = next(items)
+        except StopIteration:
+            break
+        except _Unreadable as exc:
+            # What was read so far stands; the unreadable rest is one reject.
+            batch.rows_in += 1
+            batch.rejects.append(
+                Reject(exc.index, Reason.UNREADABLE_FILE, f"file cannot be read past this point: {exc.detail}", "")
+            )
+            break
+        batch.rows_in += 1
+        try:
+            if isinstance(record, _Rejected):
+                raise record
+            fields_ = _validate(record, batch.dims, default_model, extra_columns)
+        except _Rejected as rejected:
+            batch.rejects.append(Reject(index, rejected.reason, rejected.detail, text[:raw_limit]))
+            continue
+        collector.add(_Candidate(index, text, *fields_))
+    collector.finish()
+    return batch
+
+
+def _py_strip(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").strip()
+
+
+def _json_record(text: str, what: str = "") -> dict[str, Any] | _Rejected:
+    try:
+        record = _load_line(text)
+    except ValueError as exc:
+        return _Rejected(Reason.MALFORMED_RECORD, f"{what}not valid JSON: {exc}")
+    if not isinstance(record, dict):
+        return _Rejected(
+            Reason.MALFORMED_RECORD, f"{what or 'record '}must be a JSON object, got {type(record).__name__}"
+        )
+    return record
+
+
+def _jsonl_items(stream: IO[bytes]) -> Iterator[_Item]:
+    lines = enumerate(stream)
+    index = -1
+    while True:
+        try:
+            index, line = next(lines)
+        except StopIteration:
+            return
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _Unreadable(index + 1, str(exc)) from None
+        text = _py_strip(line)
+        if text:
+            yield index, text, _json_record(text)
+
+
 def parse_jsonl(
     stream: IO[bytes],
     dims: int,
@@ -278,34 +392,159 @@ def parse_jsonl(
     Fields named in `extra_columns` become columns of their own instead of staying in `payload`.
     """
     batch = ParsedBatch(dims=dims, extras={name: [] for name, _ in extra_columns})
-    collector = _Collector(batch, raw_limit)
-    lines = enumerate(stream)
+    return _consume(batch, _jsonl_items(stream), raw_limit, default_model, extra_columns)
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _csv_number(text: str) -> Any:
+    """A `v<i>` cell as a number, or the text itself (which the contract then rejects as not a number)."""
+    try:
+        value = _load_line(text.strip())
+    except ValueError:
+        return text
+    return value if type(value) in (int, float) else text
+
+
+def _csv_items(stream: IO[bytes], dims: int) -> Iterator[_Item]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    try:
+        yield from _csv_rows(csv.reader(text))
+    finally:
+        text.detach()  # the caller owns (and closes) the byte stream
+
+
+def _csv_rows(reader: Iterator[list[str]]) -> Iterator[_Item]:
+    header = [h.strip() for h in next(reader, [])]
+    position = {name: i for i, name in reversed(list(enumerate(header)))}
+    columns = []
+    while f"v{len(columns)}" in position:
+        columns.append(position[f"v{len(columns)}"])
+    if "vector" not in position and not columns:
+        raise InvalidLandingFileError(
+            f"CSV header has no `vector` column and no `v0..v{{d-1}}` columns (header: {','.join(header)})"
+        )
+    core = {"id", "ts", "model", "source", "vector"}
+    extras = [(name, i) for i, name in enumerate(header) if name not in core and i not in columns]
     index = -1
-    while True:
-        try:
-            index, line = next(lines)
-        except StopIteration:
-            break
-        except (OSError, EOFError, zlib.error) as exc:
-            # A damaged compressed file: what decoded so far stands, the unreadable rest is one reject.
-            batch.rows_in += 1
-            batch.rejects.append(
-                Reject(index + 1, Reason.UNREADABLE_FILE, f"file cannot be read past this point: {exc}", "")
+    for row in reader:
+        if not row:
+            continue  # blank lines are not records
+        index += 1
+        raw = ",".join(row)
+
+        def cell(name: str, row: list[str] = row) -> str | None:
+            i = position.get(name)
+            return row[i] if i is not None and i < len(row) and row[i] != "" else None
+
+        record: dict[str, Any] = {}
+        for name in ("id", "model", "source"):
+            if (value := cell(name)) is not None:
+                record[name] = value
+        if (ts := cell("ts")) is not None:
+            record["ts"] = int(ts) if _INTEGER.fullmatch(ts) else ts
+        if "vector" in position:
+            if (text := cell("vector")) is not None:
+                try:
+                    record["vector"] = _load_line(text)
+                except ValueError as exc:
+                    yield index, raw, _Rejected(Reason.MALFORMED_RECORD, f"vector is not valid JSON: {exc}")
+                    continue
+        else:
+            record["vector"] = [_csv_number(row[i] if i < len(row) else "") for i in columns]
+        for name, i in extras:
+            if i < len(row) and row[i] != "":
+                record[name] = row[i]
+        yield index, raw, record
+
+
+def sidecar_candidates(npy_path: str) -> list[str]:
+    """Where the metadata of an NPY file may be: `<stem>.meta.jsonl`, then `<stem>.meta.parquet`."""
+    stem = npy_path[: -len(".npy")] if npy_path.endswith(".npy") else npy_path
+    return [stem + ".meta.jsonl", stem + ".meta.parquet"]
+
+
+def _plain(value: Any) -> Any:
+    """A value read from Parquet in JSON terms: timestamps as ISO-8601 text, the rest unchanged."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _arrow_rows(table: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for row in table.to_pylist():
+        record = {k: _plain(v) for k, v in row.items() if k != "vector"}
+        yield orjson.dumps(record, default=str).decode(), record
+
+
+def _npy_items(path: str, sidecar: str | None) -> Iterator[_Item]:
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidLandingFileError(f"{path}: not a readable NPY file: {exc}") from None
+    if matrix.dtype not in (np.float32, np.float64) or matrix.ndim != 2:
+        raise InvalidLandingFileError(f"{path}: NPY must be a 2-D float32 or float64 array, got {matrix.dtype}")
+    if sidecar is None:
+        sidecar = next((c for c in sidecar_candidates(path) if os.path.exists(c)), None)
+        if sidecar is None:
+            raise InvalidLandingFileError(f"{path}: no sidecar with the ids and timestamps")
+    if sidecar.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        metas: Iterable[tuple[str, dict[str, Any] | _Rejected]] = list(_arrow_rows(pq.read_table(sidecar)))
+    else:
+        with open(sidecar, "rb") as handle:
+            texts = [t for t in (_py_strip(line) for line in handle) if t]
+        metas = [(t, _json_record(t, "metadata ")) for t in texts]
+    metas = list(metas)
+    if len(metas) != len(matrix):
+        raise InvalidLandingFileError(f"sidecar {sidecar} has {len(metas)} rows but {path} holds {len(matrix)} vectors")
+    for index, (text, meta) in enumerate(metas):
+        if isinstance(meta, dict):
+            meta = {**meta, "vector": matrix[index].tolist()}
+        yield index, text, meta
+
+
+def _parquet_items(path: str) -> Iterator[_Item]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if "vector" not in table.column_names:
+        raise InvalidLandingFileError(f"{path}: Parquet file has no `vector` column")
+    vectors = table.column("vector").to_pylist()
+    for index, (text, record) in enumerate(_arrow_rows(table)):
+        if vectors[index] is not None:
+            record["vector"] = vectors[index]
+        yield index, text, record
+
+
+def parse_file(
+    path: str,
+    fmt: str,
+    dims: int,
+    default_model: str,
+    raw_limit: int,
+    extra_columns: tuple[tuple[str, str], ...] = (),
+    sidecar: str | None = None,
+) -> ParsedBatch:
+    """The oracle for any landing format: the same records, reasons and rows the native engine gives."""
+    batch = ParsedBatch(dims=dims, extras={name: [] for name, _ in extra_columns})
+    if fmt in ("jsonl", "jsonl.gz"):
+        with open(path, "rb") as handle:
+            return _consume(
+                batch, _jsonl_items(open_landing_stream(handle, fmt)), raw_limit, default_model, extra_columns
             )
-            break
-        text = line.decode("utf-8", errors="replace").strip()
-        if not text:
-            continue
-        batch.rows_in += 1
-        try:
-            try:
-                record = _load_line(text)
-            except ValueError as exc:
-                raise _Rejected(Reason.MALFORMED_RECORD, f"not valid JSON: {exc}") from None
-            fields_ = _validate(record, dims, default_model, extra_columns)
-        except _Rejected as rejected:
-            batch.rejects.append(Reject(index, rejected.reason, rejected.detail, text[:raw_limit]))
-            continue
-        collector.add(_Candidate(index, text, *fields_))
-    collector.finish()
-    return batch
+    if fmt == "csv":
+        with open(path, "rb") as handle:
+            return _consume(batch, _csv_items(handle, dims), raw_limit, default_model, extra_columns)
+    if fmt == "npy":
+        return _consume(batch, _npy_items(path, sidecar), raw_limit, default_model, extra_columns)
+    if fmt == "parquet":
+        return _consume(batch, _parquet_items(path), raw_limit, default_model, extra_columns)
+    raise InvalidLandingFileError(f"unknown format {fmt!r}: expected jsonl, jsonl.gz, csv, npy or parquet")
+
+
+def open_landing_stream(handle: IO[bytes], fmt: str) -> IO[bytes]:
+    """The records' byte stream of an open landing file (gunzipped for `jsonl.gz`)."""
+    return gzip.GzipFile(fileobj=handle) if fmt == "jsonl.gz" else handle

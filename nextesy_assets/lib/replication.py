@@ -61,7 +61,10 @@ def _copy(src_uri: str, dst_uri: str) -> tuple[int, int]:
     storage.ensure_parent(dst_fs, dst_path)
     checksum = google_crc32c.Checksum()
     size = 0
-    with src_fs.open_input_stream(src_path) as source, dst_fs.open_output_stream(dst_path) as target:
+    with (
+        src_fs.open_input_stream(src_path, compression=None) as source,
+        dst_fs.open_output_stream(dst_path, compression=None) as target,
+    ):
         while chunk := source.read(_CHUNK):
             checksum.update(chunk)
             target.write(chunk)

@@ -107,7 +107,7 @@ def read_bytes(uri: str) -> bytes:
 
 def _read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         return stream.read()
 
 
@@ -124,8 +124,45 @@ def write_bytes(uri: str, data: bytes) -> None:
 def _write_bytes(uri: str, data: bytes) -> None:
     fs, path = resolve(uri)
     ensure_parent(fs, path)
-    with fs.open_output_stream(path) as stream:
+    with fs.open_output_stream(path, compression=None) as stream:
         stream.write(data)
+
+
+def local_path(uri: str) -> str | None:
+    """The path of `uri` on this machine's filesystem, or None for an object store."""
+    fs, path = resolve(uri)
+    return path if isinstance(fs, pafs.LocalFileSystem) else None
+
+
+_TRANSFER_CHUNK = 8 * 1024 * 1024
+
+
+def download(uri: str, dest: str) -> int:
+    """Stream `uri` into the local file `dest` (bounded memory, bytes as stored); returns the size."""
+    return BREAKER.call(store_of(uri), lambda: _download(uri, dest))
+
+
+def _download(uri: str, dest: str) -> int:
+    fs, path = resolve(uri)
+    size = 0
+    with fs.open_input_stream(path, compression=None) as source, open(dest, "wb") as target:
+        while chunk := source.read(_TRANSFER_CHUNK):
+            target.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def upload(src: str, uri: str) -> None:
+    """Stream the local file `src` to `uri`."""
+    BREAKER.call(store_of(uri), lambda: _upload(src, uri))
+
+
+def _upload(src: str, uri: str) -> None:
+    fs, path = resolve(uri)
+    ensure_parent(fs, path)
+    with open(src, "rb") as source, fs.open_output_stream(path, compression=None) as target:
+        while chunk := source.read(_TRANSFER_CHUNK):
+            target.write(chunk)
 
 
 def exists(uri: str) -> bool:
@@ -270,7 +307,7 @@ def _crc32c(uri: str) -> int:
 
     fs, path = resolve(uri)
     checksum = google_crc32c.Checksum()
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         while chunk := stream.read(8 * 1024 * 1024):
             checksum.update(chunk)
     return int.from_bytes(checksum.digest(), "big")
