@@ -48,9 +48,10 @@ lint: $(TEST_STAMP)  ## Formatting and lints, Rust and Python
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: lint  ## Install with test extras, lint, then run the Rust and Python tests
+test: lint  ## Install with test extras, lint, then run the Rust and Python tests and a short fuzz run
 	cd rust_ext && cargo test --quiet
 	$(BIN)/pytest
+	$(BIN)/python fuzz/fuzz_parsers.py -max_total_time=30 -print_final_stats=1
 
 clean:  ## Remove the virtualenv, build output and the embedded default's data
 	rm -rf $(VENV) rust_ext/target .nextesy .pytest_cache .ruff_cache

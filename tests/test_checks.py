@@ -68,7 +68,6 @@ def judge(files: list[str], rows_in: int | None = None, rejected: int = 0) -> di
         source_uri="landing/b.jsonl",
         format="jsonl",
         input_bytes=0,
-        sha256="",
         rows_in=(rows_in if rows_in is not None else profile.rows),
         rows_good=profile.rows,
         rows_rejected=rejected,
