@@ -827,20 +827,26 @@ impl NpyReader {
     }
 
     fn read_rows(&mut self, n: usize) -> Result<Vectors> {
-        let width = if self.float64 { 8 } else { 4 };
-        let mut bytes = vec![0u8; n * self.dims * width];
-        self.reader.read_exact(&mut bytes)?;
+        // Straight into the typed buffer (NPY data is little-endian, '<f4' / '<f8').
         Ok(if self.float64 {
-            let values = bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let mut values = vec![0f64; n * self.dims];
+            self.reader
+                .read_exact(bytemuck::cast_slice_mut(&mut values))?;
+            if cfg!(target_endian = "big") {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = f64::from_bits(v.to_bits().swap_bytes()));
+            }
             Vectors::F64(values, self.dims)
         } else {
-            let values = bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+            let mut values = vec![0f32; n * self.dims];
+            self.reader
+                .read_exact(bytemuck::cast_slice_mut(&mut values))?;
+            if cfg!(target_endian = "big") {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = f32::from_bits(v.to_bits().swap_bytes()));
+            }
             Vectors::F32(values, self.dims)
         })
     }
