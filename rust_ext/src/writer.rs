@@ -79,9 +79,8 @@ pub fn data_properties(options: &Options) -> Result<WriterProperties> {
         .set_column_dictionary_enabled(ColumnPath::from("model"), true)
         .set_column_dictionary_enabled(ColumnPath::from("source"), true)
         .set_column_dictionary_enabled(ColumnPath::from("batch_id"), true)
-        .set_column_encoding(element.clone(), Encoding::BYTE_STREAM_SPLIT)
-        // Per-element min/max of a vector helps no query and costs a pass over every float.
-        .set_column_statistics_enabled(element, EnabledStatistics::None)
+        // Chunk statistics on the floats too: pyiceberg's add_files reads every column's.
+        .set_column_encoding(element, Encoding::BYTE_STREAM_SPLIT)
         .set_created_by(format!("nextesy-native {}", env!("CARGO_PKG_VERSION")))
         .build())
 }
@@ -144,6 +143,8 @@ impl DayWriter {
     }
 }
 
+const REJECTS_ROW_GROUP_BYTES: usize = 64 << 20;
+
 /// The rejects of a conversion, streamed into a Parquet file created on the first reject.
 pub struct RejectsWriter {
     path: PathBuf,
@@ -196,7 +197,12 @@ impl RejectsWriter {
             Arc::new(TimestampMicrosecondArray::from(vec![self.at; n]).with_timezone("UTC")),
         ];
         let batch = RecordBatch::try_new(quarantine_schema(), columns)?;
-        self.writer.as_mut().expect("created above").write(&batch)?;
+        let writer = self.writer.as_mut().expect("created above");
+        writer.write(&batch)?;
+        // A file of rejects (every record a duplicate, say) must not pile up in memory.
+        if writer.in_progress_size() > REJECTS_ROW_GROUP_BYTES {
+            writer.flush()?;
+        }
         Ok(())
     }
 
