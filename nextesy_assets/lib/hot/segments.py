@@ -24,6 +24,7 @@ SEGMENTS = "segments"
 EPOCH = date(1970, 1, 1)
 # Below this many rows a segment is searched exactly: a graph buys nothing at that size.
 HNSW_FROM_ROWS = 2_000
+US_PER_DAY = 86_400_000_000
 
 
 def day_of(ordinal: int) -> date:
@@ -92,11 +93,23 @@ class Segment:
     ts_us: np.ndarray  # int64 microseconds since the epoch, UTC
     sources: np.ndarray  # object (str | None)
 
+    def __post_init__(self) -> None:
+        # Sources as small integer codes: a source filter over a million rows is one integer compare.
+        named = np.asarray(["\0" if v is None else v for v in self.sources.tolist()], dtype=str)
+        self.source_names, codes = np.unique(named, return_inverse=True)
+        self.source_codes = codes.astype(np.int32)
+
     def mask(self, source: str | None, since_us: int | None, until_us: int | None) -> np.ndarray | None:
-        """Rows that pass the filters, or None when all do."""
+        """Rows that pass the filters, or None when all do (the common case costs nothing)."""
+        day_start = self.info.day * US_PER_DAY
+        since_us = None if since_us is None or since_us <= day_start else since_us
+        until_us = None if until_us is None or until_us >= day_start + US_PER_DAY else until_us
+        if source is None and since_us is None and until_us is None:
+            return None
         keep = np.ones(len(self.ids), dtype=bool)
         if source is not None:
-            keep &= self.sources == source
+            found = np.flatnonzero(self.source_names == source)
+            keep &= self.source_codes == (found[0] if len(found) else -1)
         if since_us is not None:
             keep &= self.ts_us >= since_us
         if until_us is not None:
