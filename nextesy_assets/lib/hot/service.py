@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -10,11 +11,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
+import anyio.to_thread
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .. import iceberg
 from ..settings import Settings
@@ -168,6 +171,28 @@ class Service:
         )
 
 
+SEARCH_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": SearchRequest.model_json_schema()}}}
+}
+
+
+def _parse(body: bytes) -> SearchRequest:
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib reads the bare NaN/Infinity some clients send; the vector check then names it
+            raw = json.loads(body)
+        except ValueError as exc:
+            raise QueryError(f"request body is not valid JSON: {exc}") from None
+    try:
+        return SearchRequest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()
+        )
+        raise QueryError(problems) from None
+
+
 def _refresher(service: Service, stop: threading.Event) -> None:
     while not stop.wait(REFRESH_EVERY_S):
         try:
@@ -205,13 +230,19 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
         service.metrics.requests.labels(tier="none", status=str(exc.status)).inc()
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.post("/search")
-    def search(request: SearchRequest) -> dict[str, object]:
+    @app.post("/search", openapi_extra=SEARCH_OPENAPI)
+    async def search(request: Request) -> Response:
+        # The body is parsed here with orjson and validated by the same pydantic model FastAPI would use:
+        # a 768-float body costs a tenth of what the stdlib parser takes, and that is most of a hot query.
         started = time.perf_counter()
-        results, tier, snapshot_id = service.search(request)
+        query = _parse(await request.body())
+        # The search itself runs on a worker thread: FAISS releases the GIL, so the second core answers
+        # one query while the event loop reads the next request.
+        results, tier, snapshot_id = await anyio.to_thread.run_sync(service.search, query)
         service.metrics.latency.labels(tier=tier).observe(time.perf_counter() - started)
         service.metrics.requests.labels(tier=tier, status="200").inc()
-        return {"results": results, "tier": tier, "snapshot_id": snapshot_id}
+        body = orjson.dumps({"results": results, "tier": tier, "snapshot_id": snapshot_id})
+        return Response(body, media_type="application/json")
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
