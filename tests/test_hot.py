@@ -195,7 +195,7 @@ def test_hot_answers_by_vector_and_by_id_with_filters(hot_settings: Settings) ->
     assert health["vectors"] == 400 and health["snapshot_id"] == answer["snapshot_id"]
 
 
-BAD_REQUESTS = {
+BAD_REQUESTS: dict[str, tuple[dict[str, object] | str, int, str]] = {
     "wrong dimension": ({"vector": [0.1] * (DIMS + 1), "model": MODELS[0]}, 422, "9 values"),
     "nan": ({"vector": [math.nan] + [0.1] * (DIMS - 1), "model": MODELS[0]}, 422, "NaN"),
     "k zero": ({"vector": [0.1] * DIMS, "model": MODELS[0], "k": 0}, 422, "k"),
@@ -212,6 +212,12 @@ BAD_REQUESTS = {
     ),
     "time without zone": ({"vector": [0.1] * DIMS, "model": MODELS[0], "since": "2026-11-25T10:00:00"}, 422, "since"),
     "zero vector": ({"vector": [0.0] * DIMS, "model": MODELS[0]}, 422, "zeros"),
+    "hot tier for an old range": (
+        {"vector": [0.1] * DIMS, "model": MODELS[0], "tier": "hot", "since": "2020-01-01T00:00:00Z"},
+        422,
+        "before the hot window",
+    ),
+    "not json": ("{not json", 422, "not valid JSON"),
     "unknown field": ({"vector": [0.1] * DIMS, "model": MODELS[0], "top_k": 3}, 422, "top_k"),
 }
 
@@ -227,7 +233,8 @@ def client(hot_settings: Settings) -> TestClient:
 def test_every_bad_request_gets_a_4xx_naming_the_problem(client: TestClient, case: str) -> None:
     body, status, words = BAD_REQUESTS[case]
     # Python's JSON writes NaN as a bare literal, as a careless client would send it.
-    response = client.post("/search", content=json.dumps(body), headers={"content-type": "application/json"})
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = client.post("/search", content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert words in response.text
 

@@ -87,9 +87,13 @@ class HotIndex:
     def window_start(self) -> datetime:
         return datetime.combine(day_of(self.manifest.window_start), datetime.min.time(), UTC)
 
-    def covers(self, since: datetime | None) -> bool:
-        """Whether a query from `since` on lies inside the window (no `since` means the window)."""
-        return self.manifest.source_snapshot_id is not None and (since is None or since >= self.window_start)
+    def covers(self, since: datetime | None, until: datetime | None = None) -> bool:
+        """Whether a query's time range lies inside the window (no `since` means the window's start)."""
+        if self.manifest.source_snapshot_id is None:
+            return False
+        if since is not None:
+            return since >= self.window_start
+        return until is None or until > self.window_start
 
     def lookup(self, id_: str, model: str | None) -> tuple[str, np.ndarray] | None:
         """(model, vector) of the newest stored row with this id."""

@@ -104,13 +104,13 @@ class Service:
         snapshot_id = index.manifest.source_snapshot_id
         tier = request.tier
         if tier == "auto":
-            tier = "hot" if index.covers(request.since) else "cold"
+            tier = "hot" if index.covers(request.since, request.until) else "cold"
         if tier == "hot" and snapshot_id is None:
             raise QueryError("the hot index is empty: run `nextesy sync` first", status=503)
-        if tier == "hot" and not index.covers(request.since):
+        if tier == "hot" and not index.covers(request.since, request.until):
             raise QueryError(
-                f"since {request.since.isoformat() if request.since else None} is before the hot window, which starts "
-                f"{index.window_start.isoformat()}; use tier cold or auto"
+                f"the time range reaches before the hot window, which starts {index.window_start.isoformat()}; "
+                "use tier cold or auto"
             )
         known = index.models
         if tier == "cold":
