@@ -1,7 +1,8 @@
 """One small interface for an ANN index over unit vectors, and its implementations (FAISS HNSW, exact).
 
 Labels are the row positions of a segment (0..n-1); scores are inner products of unit vectors (cosine).
-The engine was chosen by measurement (bench/hot): FAISS HNSW, M=32, efConstruction=40, efSearch=64.
+The engine was chosen by measurement (bench/hot): FAISS HNSW, M=32, efConstruction=40, efSearch=96
+(the smallest of 64/96/128/192 that keeps recall@10 above 0.95 at 1M x 768: 0.939 at 64, 0.970 at 96).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64
+HNSW_EF_SEARCH = 96
 # Below this many allowed rows a filtered query is answered exactly: cheaper than a graph walk that
 # must skip most of its neighbours, and it never loses recall to a selective filter.
 EXACT_BELOW = 20_000
