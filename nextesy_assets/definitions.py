@@ -12,16 +12,17 @@ from .defs.assets import (
     raw_embeddings,
     rows_accounted_total,
 )
+from .defs.hot import hot_index, hot_index_job, hot_index_sensor
 from .defs.jobs import ingest_job, replicate_job
 from .defs.resources import NextesyResource
 from .defs.sensors import landing_sensor, replica_sensor
 
 defs = dg.Definitions(
-    assets=[raw_embeddings, parquet_batches, iceberg_table, quarantine, gcs_replica],
+    assets=[raw_embeddings, parquet_batches, iceberg_table, quarantine, gcs_replica, hot_index],
     # Declarative tests from dbt_like_checks/specs/*.yml; an invalid spec fails here, naming file and key.
     asset_checks=[rows_accounted_total, *build_asset_checks()],
-    jobs=[ingest_job, replicate_job],
-    sensors=[landing_sensor, replica_sensor],
+    jobs=[ingest_job, replicate_job, hot_index_job],
+    sensors=[landing_sensor, replica_sensor, hot_index_sensor],
     # Every field unset: each falls back to its NEXTESY_* variable when a run needs it.
     resources={"nextesy": NextesyResource()},
 )

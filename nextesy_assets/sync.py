@@ -43,10 +43,15 @@ class SyncSummary:
     replica_metadata: dict[str, object] = field(default_factory=dict)
     source_snapshot_id: int | None = None
     watermark: int | None = None
+    hot_ran: bool = False
+    hot_ok: bool = True
+    hot_error: str | None = None
+    hot_metadata: dict[str, object] = field(default_factory=dict)
+    hot_snapshot_id: int | None = None
 
     @property
     def failed(self) -> bool:
-        return not self.replica_ok or any(not b.ok for b in self.batches)
+        return not self.replica_ok or not self.hot_ok or any(not b.ok for b in self.batches)
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
@@ -102,7 +107,7 @@ def run_sync(
     on_batch_start: Callable[[BatchRegistration, int, int], None] | None = None,
     on_batch_done: Callable[[BatchOutcome], None] | None = None,
 ) -> SyncSummary:
-    """Ingest every new landing file, then bring the replica up to date; a repeat does nothing."""
+    """Ingest every new landing file, then bring the replica and the hot index up to date; a repeat does nothing."""
     summary = SyncSummary()
     scan = pending_batches(settings, instance)
     summary.unsupported = scan.unsupported
@@ -140,7 +145,38 @@ def run_sync(
         if not (isinstance(exc, NextesyError) or is_store_failure(exc)):
             raise
         summary.replica_ok, summary.replica_error = False, f"{type(exc).__name__}: {exc}"
+    _sync_hot_index(settings, defs, instance, summary)
     return summary
+
+
+def _sync_hot_index(
+    settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, summary: SyncSummary
+) -> None:
+    """Run the hot index job unless the index reflects the current snapshot and today's window."""
+    from datetime import UTC, datetime
+
+    from .lib.hot.segments import read_manifest
+    from .lib.hot.update import window_start
+
+    manifest = read_manifest(Path(settings.hot_dir))
+    first_day = window_start(datetime.now(UTC), settings.hot_window_days)
+    if summary.source_snapshot_id is None or (
+        manifest is not None
+        and manifest.source_snapshot_id == summary.source_snapshot_id
+        and manifest.window_start == first_day
+        and manifest.window_days == settings.hot_window_days
+    ):
+        summary.hot_snapshot_id = manifest.source_snapshot_id if manifest else None
+        return
+    result = defs.resolve_job_def(props.HOT_INDEX_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags={"nextesy/trigger": "sync"}
+    )
+    summary.hot_ran = True
+    summary.hot_ok = result.success
+    summary.hot_metadata = _metadata(result, "hot_index")
+    summary.hot_error = None if result.success else _failure(result)
+    manifest = read_manifest(Path(settings.hot_dir))
+    summary.hot_snapshot_id = manifest.source_snapshot_id if manifest else None
 
 
 def _sync_replica(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance, summary: SyncSummary) -> None:

@@ -31,7 +31,9 @@ def snapshot_counts(settings: Settings) -> tuple[int, int, int]:
     return len(source.metadata.snapshots), len(quarantine.metadata.snapshots), len(replica.metadata.snapshots)
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["sync"], ["status"], ["ui"]], ids=lambda c: " ".join(c) or "main")
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["sync"], ["status"], ["ui"], ["serve"]], ids=lambda c: " ".join(c) or "main"
+)
 def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage: " in run(*command, "--help")
 
@@ -69,7 +71,7 @@ def test_demo_then_sync_gives_exact_counts_and_an_equal_replica(home: Path, sett
 
     # The runs are in the Dagster instance `dagster dev` opens.
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert len(instance.get_runs()) == 4  # three batches and one replica run
+        assert len(instance.get_runs()) == 5  # three batches, one replica run, one hot index run
 
 
 def test_a_repeat_sync_changes_nothing_and_a_later_file_is_picked_up_alone(home: Path, settings: Settings) -> None:
@@ -106,3 +108,39 @@ def test_a_bad_setting_is_a_usage_error_naming_the_value(monkeypatch: pytest.Mon
     monkeypatch.setenv("NEXTESY_DIMS", "many")
     result = CliRunner().invoke(main, ["sync"])
     assert result.exit_code == 2 and "NEXTESY_DIMS must be a whole number, got 'many'" in result.output
+
+
+def test_sync_then_serve_answers_similarity_queries_over_http(home: Path, settings: Settings) -> None:
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    run("demo", "--files", "2", "--rows", "40")
+    assert "hot index reflects" in run("sync")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nextesy = Path(sys.executable).parent / "nextesy"
+    server = subprocess.Popen([str(nextesy), "serve", "--port", str(port)], start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                health = json.load(urllib.request.urlopen(f"{base}/healthz", timeout=1))
+                break
+            except OSError:
+                time.sleep(0.2)
+        snapshot = iceberg.embeddings_table(settings).current_snapshot().snapshot_id
+        assert health["vectors"] == 80 and health["snapshot_id"] == snapshot
+        stored = iceberg.embeddings_table(settings).scan(limit=1).to_arrow().to_pylist()[0]
+        request = urllib.request.Request(
+            f"{base}/search",
+            data=json.dumps({"id": stored["id"], "model": stored["model"], "k": 3}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        answer = json.load(urllib.request.urlopen(request, timeout=10))
+        assert answer["tier"] == "hot" and answer["snapshot_id"] == snapshot and len(answer["results"]) == 3
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -18,6 +18,7 @@ def test_asset_and_check_keys_are_pinned() -> None:
     graph = defs.resolve_asset_graph()
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == [
         "gcs_replica",
+        "hot_index",
         "iceberg_table",
         "parquet_batches",
         "quarantine",
@@ -26,6 +27,9 @@ def test_asset_and_check_keys_are_pinned() -> None:
     assert sorted(k.to_user_string() for k in graph.asset_check_keys) == [
         "gcs_replica:replica_lag",
         "gcs_replica:replica_parity",
+        "hot_index:hot_parity",
+        "hot_index:hot_recall",
+        "hot_index:hot_staleness",
         "iceberg_table:event_time_plausible",
         "iceberg_table:fresh",
         "iceberg_table:has_rows",
@@ -66,8 +70,8 @@ def test_asset_and_check_keys_are_pinned() -> None:
 
 
 def test_jobs_sensors_and_lineage() -> None:
-    assert {j.name for j in defs.resolve_all_job_defs()} >= {props.INGEST_JOB, props.REPLICATE_JOB}
-    assert sorted(s.name for s in defs.sensors or []) == ["landing_sensor", "replica_sensor"]
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {props.INGEST_JOB, props.REPLICATE_JOB, props.HOT_INDEX_JOB}
+    assert sorted(s.name for s in defs.sensors or []) == ["hot_index_sensor", "landing_sensor", "replica_sensor"]
     graph = defs.resolve_asset_graph()
 
     def parents(key: str) -> set[str]:
@@ -77,6 +81,7 @@ def test_jobs_sensors_and_lineage() -> None:
     assert parents("iceberg_table") == {"parquet_batches"}
     assert parents("quarantine") == {"parquet_batches"}
     assert parents("gcs_replica") == {"iceberg_table"}
+    assert parents("hot_index") == {"iceberg_table"}
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
     assert partitioned == {"raw_embeddings", "parquet_batches", "iceberg_table", "quarantine"}
 

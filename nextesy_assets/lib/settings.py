@@ -15,6 +15,7 @@ DEFAULT_MODEL = "default"
 DEFAULT_RAW_LIMIT = 256 * 1024
 DEFAULT_ROW_GROUP_BYTES = 128 * 1024 * 1024
 DEFAULT_EGRESS_USD_PER_GB = 0.09
+DEFAULT_HOT_WINDOW_DAYS = 7
 
 # Every setting, its variable and what it means; the README's table is written from this.
 ENV_VARS: dict[str, str] = {
@@ -27,6 +28,8 @@ ENV_VARS: dict[str, str] = {
     "raw_limit": "NEXTESY_QUARANTINE_RAW_LIMIT",
     "row_group_bytes": "NEXTESY_ROW_GROUP_BYTES",
     "extra_columns": "NEXTESY_EXTRA_COLUMNS",
+    "hot_window_days": "NEXTESY_HOT_WINDOW_DAYS",
+    "hot_dir": "NEXTESY_HOT_DIR",
 }
 
 # Types an input field may be promoted to, as `name:type` in NEXTESY_EXTRA_COLUMNS.
@@ -75,6 +78,8 @@ class Settings:
         row_group_bytes: Target size of a Parquet row group.
         extra_columns: Input fields promoted from `payload` to optional columns of their own, as
             (name, type) pairs; the table's schema evolves to hold them, and the replica follows.
+        hot_window_days: Days of recent embeddings the hot index holds (today and the N-1 before, UTC).
+        hot_dir: Local directory of the hot index (`{home}/hot`); the query service reads it.
     """
 
     home: str
@@ -86,6 +91,8 @@ class Settings:
     raw_limit: int = DEFAULT_RAW_LIMIT
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES
     extra_columns: tuple[tuple[str, str], ...] = ()
+    hot_window_days: int = DEFAULT_HOT_WINDOW_DAYS
+    hot_dir: str = ""
 
     @classmethod
     def load(
@@ -113,11 +120,16 @@ class Settings:
             "replica_uri": _local_or_uri(str(pick("replica_uri") or f"{home}/replica")),
             "default_model": str(pick("default_model") or DEFAULT_MODEL),
             "extra_columns": parse_extra_columns(str(pick("extra_columns") or "")),
+            # The index is files an ANN library memory-maps or reads: it lives on the serving node's disk.
+            "hot_dir": _local_or_uri(str(pick("hot_dir") or f"{home}/hot")),
         }
+        if "://" in str(values["hot_dir"]):
+            raise ConfigurationError(f"NEXTESY_HOT_DIR must be a local directory, got {values['hot_dir']!r}")
         for name, default in (
             ("dims", DEFAULT_DIMS),
             ("raw_limit", DEFAULT_RAW_LIMIT),
             ("row_group_bytes", DEFAULT_ROW_GROUP_BYTES),
+            ("hot_window_days", DEFAULT_HOT_WINDOW_DAYS),
         ):
             raw = pick(name)
             try:

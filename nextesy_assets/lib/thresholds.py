@@ -23,6 +23,8 @@ THRESHOLD_VARS: dict[str, tuple[str, float | int]] = {
     "ts_past_days": ("NEXTESY_TS_MAX_AGE_DAYS", 3650),
     "ts_future_days": ("NEXTESY_TS_MAX_FUTURE_DAYS", 1),
     "max_replica_lag_s": ("NEXTESY_REPLICA_MAX_LAG_S", 3600),
+    "min_hot_recall": ("NEXTESY_HOT_MIN_RECALL", 0.95),
+    "max_hot_lag_s": ("NEXTESY_HOT_MAX_LAG_S", 3600),
 }
 
 
@@ -44,6 +46,8 @@ class Thresholds:
         ts_past_days: Oldest event time accepted by the batch expectations, in days before now.
         ts_future_days: Latest event time accepted, in days after now.
         max_replica_lag_s: Largest replica lag in seconds before gcs_replica:replica_lag fails.
+        min_hot_recall: Smallest recall@10 of the hot index against exact search (hot_index:hot_recall).
+        max_hot_lag_s: Largest hot index lag in seconds behind the table before hot_index:hot_staleness fails.
     """
 
     max_file_bytes: int = 20 * 1024**3
@@ -59,6 +63,8 @@ class Thresholds:
     ts_past_days: int = 3650
     ts_future_days: int = 1
     max_replica_lag_s: int = 3600
+    min_hot_recall: float = 0.95
+    max_hot_lag_s: int = 3600
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> Thresholds:

@@ -1,0 +1,415 @@
+"""Hot-tier benchmark: our engine (FAISS HNSW) against FAISS flat (exact) and the defaults of hnswlib and
+usearch, in process; then the same index through `nextesy serve` over HTTP on 127.0.0.1.
+
+For each size (default 100k and 1M x 768 normalised structured vectors, like the demo's): build time,
+single-query p50/p99 latency and QPS for k=10, recall@10 against exact search, memory; the time to add
+a 10k-vector batch as a new segment while a thread keeps querying; and HTTP p50/p99 under N concurrent
+clients (separate processes, keep-alive connections).
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python bench/hot/run.py [--sizes 100000,1000000] [--engines faiss-hnsw,faiss-flat,hnswlib,usearch]
+
+Writes bench/results/hot.json (merged with earlier sizes) and prints a short table. 1M x 768 needs about
+12 GB of memory and, on 2 cores, tens of minutes of graph building per library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from nextesy_assets.lib.demo import structured_vectors  # noqa: E402
+from nextesy_assets.lib.hot import engine  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "hot.json"
+K = 10
+DIMS = 768
+CHUNK = 100_000
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def vectors(rows: int, seed: int) -> np.ndarray:
+    out = np.empty((rows, DIMS), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for start in range(0, rows, CHUNK):
+        stop = min(rows, start + CHUNK)
+        out[start:stop] = structured_vectors(rng, stop - start, DIMS)
+    return out
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+def recall(truth: np.ndarray, got: np.ndarray) -> float:
+    return float(np.mean([len(set(t) & set(g)) / K for t, g in zip(truth, got, strict=True)]))
+
+
+class Engine:
+    """Adapter: build(data) then query(one vector) -> labels."""
+
+    name = ""
+    params: ClassVar[dict[str, object]] = {}
+
+    def build(self, data: np.ndarray) -> None: ...
+    def query(self, q: np.ndarray) -> np.ndarray: ...
+
+
+class OursHnsw(Engine):
+    name = "faiss-hnsw (nextesy)"
+    params: ClassVar[dict[str, object]] = {
+        "M": engine.HNSW_M,
+        "efConstruction": engine.HNSW_EF_CONSTRUCTION,
+        "efSearch": engine.HNSW_EF_SEARCH,
+    }
+
+    def build(self, data: np.ndarray) -> None:
+        self.index = engine.FaissHnsw(DIMS)
+        self.index.add(data)
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        return self.index.search(q.reshape(1, -1), K)[1][0]
+
+
+class FaissFlat(Engine):
+    name = "faiss-flat (exact)"
+
+    def build(self, data: np.ndarray) -> None:
+        import faiss
+
+        self.index = faiss.IndexFlatIP(DIMS)
+        self.index.add(data)
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        return self.index.search(q.reshape(1, -1), K)[1][0]
+
+
+class Hnswlib(Engine):
+    name = "hnswlib (defaults)"
+    params: ClassVar[dict[str, object]] = {"M": 16, "ef_construction": 200, "ef": 10}
+
+    def build(self, data: np.ndarray) -> None:
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip", dim=DIMS)
+        self.index.init_index(max_elements=len(data))
+        self.index.add_items(data)
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        return self.index.knn_query(q, k=K)[0][0]
+
+
+class Usearch(Engine):
+    name = "usearch (defaults)"
+    params: ClassVar[dict[str, object]] = {
+        "metric": "ip",
+        "connectivity": 16,
+        "expansion_add": 128,
+        "expansion_search": 64,
+    }
+
+    def build(self, data: np.ndarray) -> None:
+        from usearch.index import Index
+
+        self.index = Index(ndim=DIMS, metric="ip")
+        self.index.add(np.arange(len(data)), data)
+
+    def query(self, q: np.ndarray) -> np.ndarray:
+        return np.asarray(self.index.search(q, K).keys)
+
+
+ENGINES = {"faiss-hnsw": OursHnsw, "faiss-flat": FaissFlat, "hnswlib": Hnswlib, "usearch": Usearch}
+
+
+def measure(adapter: Engine, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, runs: int) -> dict[str, object]:
+    gc.collect()
+    before = rss_mb()
+    started = time.perf_counter()
+    adapter.build(data)
+    build_s = time.perf_counter() - started
+    memory = rss_mb() - before
+    import faiss
+
+    # Served as the query service serves them: one thread per query (see service.create_app).
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    for q in queries[:20]:  # warm-up
+        adapter.query(q)
+    latencies, answers = [], []
+    for q in queries[:runs]:
+        t = time.perf_counter()
+        answers.append(adapter.query(q))
+        latencies.append(time.perf_counter() - t)
+    faiss.omp_set_num_threads(threads)
+    return {
+        "engine": adapter.name,
+        "params": adapter.params,
+        "build_s": round(build_s, 1),
+        **percentiles(latencies),
+        "qps_one_thread": round(len(latencies) / sum(latencies), 1),
+        "recall_at_10": round(recall(truth[: len(answers)], np.asarray(answers)), 4),
+        "memory_mb": round(memory, 1),
+        "queries": len(latencies),
+    }
+
+
+def incremental(ours: OursHnsw, dims: int, work: Path) -> dict[str, object]:
+    """A 10k batch built as a new segment (the update path) while another thread keeps querying."""
+    import pyarrow as pa
+
+    from nextesy_assets.lib.hot import segments
+
+    batch = vectors(10_000, seed=77)
+    queries = vectors(200, seed=78)
+    meta = pa.table(
+        {
+            "id": [f"new-{i}" for i in range(len(batch))],
+            "ts_us": np.zeros(len(batch), np.int64),
+            "source": ["bench"] * len(batch),
+        }
+    )
+    stop, served, worst = threading.Event(), [0], [0.0]
+
+    def keep_querying() -> None:
+        i = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            ours.query(queries[i % len(queries)])
+            worst[0] = max(worst[0], time.perf_counter() - t)
+            served[0] += 1
+            i += 1
+
+    thread = threading.Thread(target=keep_querying)
+    thread.start()
+    started = time.perf_counter()
+    segments.build_segment(work, "bench-new", "bench", 0, batch, meta)
+    seconds = time.perf_counter() - started
+    stop.set()
+    thread.join()
+    return {
+        "rows": len(batch),
+        "seconds": round(seconds, 2),
+        "queries_served_meanwhile": served[0],
+        "worst_query_ms_meanwhile": round(worst[0] * 1000, 2),
+    }
+
+
+def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
+    """Write the built index as a one-segment hot index under `home`, as hot_index would."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nextesy_assets.lib.hot import segments
+
+    root = home / "hot"
+    path = root / segments.SEGMENTS / "bench"
+    ours.index.save(path)
+    np.save(path / "vectors.npy", data)
+    now_us = int(time.time() * 1e6)
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"v{i}" for i in range(len(data))],
+                "ts_us": np.full(len(data), now_us, np.int64),
+                "source": ["bench"] * len(data),
+            }
+        ),
+        path / "meta.parquet",
+    )
+    day = now_us // 86_400_000_000
+    info = segments.SegmentInfo(name="bench", model="bench", day=int(day), rows=len(data), engine="faiss-hnsw")
+    segments.write_manifest(
+        root,
+        segments.Manifest(
+            version=1,
+            source_snapshot_id=1,
+            source_snapshot_ms=now_us // 1000,
+            window_days=7,
+            window_start=int(day) - 6,
+            dims=DIMS,
+            segments=[info],
+        ),
+    )
+
+
+def _client(args: tuple[int, int, list[list[float]]]) -> list[float]:
+    import http.client
+
+    port, requests, queries = args
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    out = []
+    for i in range(requests):
+        body = json.dumps({"vector": queries[i % len(queries)], "k": K, "model": "bench"})
+        t = time.perf_counter()
+        conn.request("POST", "/search", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        out.append(time.perf_counter() - t if response.status == 200 and b'"tier":"hot"' in payload else -1.0)
+    return out
+
+
+def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: Path) -> dict[str, object]:
+    """Closed-loop load from wrk (C, so the clients take little of the two cores): `clients` connections."""
+    bodies = work / "bodies.jsonl"
+    bodies.write_text("".join(json.dumps({"vector": q.tolist(), "k": K, "model": "bench"}) + "\n" for q in queries))
+    script = Path(__file__).with_name("search.lua")
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{clients}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+    ]
+    out = subprocess.run(command, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True, check=True)
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return {"client": "wrk", "clients": clients, **result, "qps": round(result["requests"] / result["seconds"], 1)}
+
+
+def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> dict[str, object]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "NEXTESY_HOME": str(home), "NEXTESY_DIMS": str(DIMS)}
+    nextesy = Path(sys.executable).parent / "nextesy"
+    server = subprocess.Popen(
+        [str(nextesy), "serve", "--port", str(port)], env=env, start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    try:
+        import http.client
+
+        for _ in range(600):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        as_lists = [q.tolist() for q in queries]
+        assert all(x >= 0 for x in _client((port, 50, as_lists)))  # warm-up, and every answer is a hot one
+        out: dict[str, object] = {"server_rss_mb": round(rss_mb(server.pid), 1)}
+        if shutil.which("wrk"):
+            out["wrk"] = wrk_load(port, clients, 20, queries, home)
+        load_started = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(clients) as pool:
+            results = pool.map(_client, [(port, requests, as_lists)] * clients)
+        wall = time.perf_counter() - load_started
+        latencies = [x for r in results for x in r]
+        good = [x for x in latencies if x >= 0]
+        out["python_clients"] = {
+            "client": "python processes",
+            "clients": clients,
+            "requests": len(latencies),
+            "errors": len(latencies) - len(good),
+            **percentiles(good),
+            "qps": round(len(good) / wall, 1),
+        }
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--queries", type=int, default=1000, help="Queries per ANN engine (exact gets fewer).")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=500, help="HTTP requests per client.")
+    args = parser.parse_args()
+    import faiss
+
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "faiss": faiss.__version__}
+    results.setdefault("sizes", {})
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"--- {size} x {DIMS}: generating", flush=True)
+        data = vectors(size, seed=1)
+        queries = vectors(args.queries, seed=2)
+        flat = faiss.IndexFlatIP(DIMS)
+        flat.add(data)
+        truth = flat.search(queries, K)[1]
+        del flat
+        row: dict[str, object] = {"engines": []}
+        ours: OursHnsw | None = None
+        for name in args.engines.split(","):
+            adapter = ENGINES[name]()
+            runs = args.queries if name != "faiss-flat" else min(args.queries, 200 if size <= 100_000 else 50)
+            print(f"{name}: building", flush=True)
+            measured = measure(adapter, data, queries, truth, runs)
+            print(json.dumps(measured), flush=True)
+            row["engines"].append(measured)  # type: ignore[union-attr]
+            if isinstance(adapter, OursHnsw):
+                ours = adapter
+            else:
+                del adapter
+                gc.collect()
+        if ours is not None:
+            work = Path(tempfile.mkdtemp(prefix="nextesy-bench-hot-"))
+            row["incremental_10k"] = incremental(ours, DIMS, work)
+            print(json.dumps(row["incremental_10k"]), flush=True)
+            publish(ours, data, work / "home")
+            del ours
+            gc.collect()
+            row["http"] = http_load(work / "home", args.clients, args.requests, queries)
+            print(json.dumps(row["http"]), flush=True)
+        results["sizes"][str(size)] = row
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        del data
+        gc.collect()
+
+    print(f"\n{'size':>8} {'engine':<22} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} {'QPS':>8} {'recall':>7} {'MB':>7}")
+    for size, row in results["sizes"].items():
+        for e in row["engines"]:
+            print(
+                f"{size:>8} {e['engine']:<22} {e['build_s']:>8} {e['p50_ms']:>7} {e['p99_ms']:>7} "
+                f"{e['qps_one_thread']:>8} {e['recall_at_10']:>7} {e['memory_mb']:>7}"
+            )
+        for h in (row.get("http", {}).get(kind) for kind in ("wrk", "python_clients")):
+            if h:
+                label = f"HTTP {h['clients']}x {h['client']}"
+                print(
+                    f"{size:>8} {label:<22} {'':>8} {h['p50_ms']:>7} {h['p99_ms']:>7} {h['qps']:>8} "
+                    f"errors={h['errors']}"
+                )
+        if "incremental_10k" in row:
+            i = row["incremental_10k"]
+            print(
+                f"{size:>8} add 10k as a segment: {i['seconds']} s, {i['queries_served_meanwhile']} queries served "
+                f"meanwhile (worst {i['worst_query_ms_meanwhile']} ms)"
+            )
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

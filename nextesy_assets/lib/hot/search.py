@@ -1,0 +1,219 @@
+"""Answering a similarity query: from the hot index's segments, or exactly from the Iceberg table (cold)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import NextesyError
+from .engine import EXACT_BELOW, exact_search, normalise
+from .segments import EPOCH, Manifest, Segment, day_of, load_segment, read_manifest
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+US_PER_DAY = 86_400_000_000
+
+
+class QueryError(NextesyError):
+    """A query that cannot be answered as asked; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    ts: datetime
+    source: str | None
+
+
+def to_us(moment: datetime) -> int:
+    return int((moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+
+
+def from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _top(hits: list[Hit], k: int) -> list[Hit]:
+    return sorted(hits, key=lambda h: (-h.score, h.id, h.ts))[:k]
+
+
+class HotIndex:
+    """The index as the query service holds it: the segments of one manifest version, swapped whole."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.manifest = Manifest()
+        self.segments: list[Segment] = []
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Load a newer manifest if there is one (reusing unchanged segments); True if it changed."""
+        with self._lock:
+            manifest = read_manifest(self.root)
+            if manifest is None or manifest.version == self.manifest.version:
+                return False
+            loaded = {s.info.name: s for s in self.segments}
+            segments = [loaded.get(info.name) or load_segment(self.root, info) for info in manifest.segments]
+            # One assignment each: a query running now keeps the lists it started with.
+            self.segments, self.manifest = segments, manifest
+            return True
+
+    @property
+    def rows(self) -> int:
+        return sum(len(s.ids) for s in self.segments)
+
+    @property
+    def models(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.segments:
+            out[s.info.model] = out.get(s.info.model, 0) + len(s.ids)
+        return out
+
+    @property
+    def window_start(self) -> datetime:
+        return datetime.combine(day_of(self.manifest.window_start), datetime.min.time(), UTC)
+
+    def covers(self, since: datetime | None, until: datetime | None = None) -> bool:
+        """Whether a query's time range lies inside the window (no `since` means the window's start)."""
+        if self.manifest.source_snapshot_id is None:
+            return False
+        if since is not None:
+            return since >= self.window_start
+        return until is None or until > self.window_start
+
+    def lookup(self, id_: str, model: str | None) -> tuple[str, np.ndarray] | None:
+        """(model, vector) of the newest stored row with this id."""
+        best: tuple[int, str, np.ndarray] | None = None
+        for segment in self.segments:
+            if model is not None and segment.info.model != model:
+                continue
+            for row in np.flatnonzero(segment.ids == id_):
+                if best is None or segment.ts_us[row] > best[0]:
+                    best = (int(segment.ts_us[row]), segment.info.model, segment.vectors[row])
+        return None if best is None else (best[1], best[2])
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        model: str,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude_id: str | None = None,
+    ) -> list[Hit]:
+        segments = self.segments
+        since_us = to_us(since) if since else None
+        until_us = to_us(until) if until else None
+        query = normalise(vector.reshape(1, -1))
+        want = k + (1 if exclude_id is not None else 0)
+        hits: list[Hit] = []
+        for segment in segments:
+            if segment.info.model != model:
+                continue
+            day_start = segment.info.day * US_PER_DAY
+            if (since_us is not None and day_start + US_PER_DAY <= since_us) or (
+                until_us is not None and day_start >= until_us
+            ):
+                continue
+            allowed = segment.mask(source, since_us, until_us)
+            if allowed is not None and not allowed.any():
+                continue
+            if allowed is not None and allowed.sum() < EXACT_BELOW:
+                scores, labels = exact_search(segment.vectors, query, want, allowed)
+            else:
+                scores, labels = segment.index.search(query, want, allowed)
+            for score, label in zip(scores[0], labels[0], strict=True):
+                if label >= 0 and segment.ids[label] != exclude_id:
+                    hits.append(
+                        Hit(
+                            str(segment.ids[label]),
+                            float(score),
+                            from_us(int(segment.ts_us[label])),
+                            segment.sources[label],
+                        )
+                    )
+        return _top(hits, k)
+
+
+def _cold_filter(model: str, source: str | None, since: datetime | None, until: datetime | None, id_: str | None):  # type: ignore[no-untyped-def]
+    from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+    expr = EqualTo("model", model) if id_ is None else EqualTo("id", id_)
+    if id_ is not None and model:
+        expr = And(expr, EqualTo("model", model))
+    if source is not None:
+        expr = And(expr, EqualTo("source", source))
+    if since is not None:
+        expr = And(expr, GreaterThanOrEqual("ts", since.astimezone(UTC).isoformat()))
+    if until is not None:
+        expr = And(expr, LessThan("ts", until.astimezone(UTC).isoformat()))
+    return expr
+
+
+def cold_scan(
+    table: Table, model: str, source: str | None, since: datetime | None, until: datetime | None, snapshot_id: int
+) -> pa.Table:
+    """Rows of the table's matching partitions (pruned by day(ts)), at one snapshot."""
+    return table.scan(
+        row_filter=_cold_filter(model, source, since, until, None),
+        selected_fields=("id", "vector", "ts", "source"),
+        snapshot_id=snapshot_id,
+    ).to_arrow()
+
+
+def cold_lookup(table: Table, id_: str, model: str | None, snapshot_id: int) -> tuple[str, np.ndarray] | None:
+    rows = table.scan(
+        row_filter=_cold_filter(model or "", None, None, None, id_),
+        selected_fields=("model", "vector", "ts"),
+        snapshot_id=snapshot_id,
+    ).to_arrow()
+    if rows.num_rows == 0:
+        return None
+    newest = int(np.argmax(pc.cast(rows["ts"], pa.int64()).to_numpy()))
+    return str(rows["model"][newest]), np.asarray(rows["vector"][newest].as_py(), dtype=np.float32)
+
+
+def cold_search(
+    table: Table,
+    snapshot_id: int,
+    vector: np.ndarray,
+    k: int,
+    model: str,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    exclude_id: str | None = None,
+) -> list[Hit]:
+    """The exact answer from the table itself: every matching row scored, the best k kept."""
+    rows = cold_scan(table, model, source, since, until, snapshot_id)
+    if exclude_id is not None:
+        rows = rows.filter(pc.not_equal(rows["id"], exclude_id))
+    if rows.num_rows == 0:
+        return []
+    dims = len(vector)
+    flat = pc.list_flatten(rows["vector"].combine_chunks()).to_numpy(zero_copy_only=False)
+    data = normalise(flat.astype(np.float32).reshape(-1, dims))
+    scores, labels = exact_search(data, normalise(vector.reshape(1, -1)), k)
+    ids, ts, sources = rows["id"].to_pylist(), rows["ts"].to_pylist(), rows["source"].to_pylist()
+    return _top(
+        [Hit(ids[i], float(s), ts[i], sources[i]) for s, i in zip(scores[0], labels[0], strict=True) if i >= 0], k
+    )
+
+
+def day_floor(moment: datetime) -> int:
+    return (moment.astimezone(UTC).date() - EPOCH).days

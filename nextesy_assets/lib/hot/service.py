@@ -1,0 +1,272 @@
+"""The query service behind `nextesy serve`: similarity search over the hot index, the table as cold tier."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+import anyio.to_thread
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from .. import iceberg
+from ..settings import Settings
+from . import checks
+from .search import HotIndex, QueryError, cold_lookup, cold_search
+
+MAX_K = 1000
+REFRESH_EVERY_S = 1.0
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class SearchRequest(BaseModel):
+    """A similarity query: by `vector` or by the `id` of a stored one, with optional filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector: list[float] | None = Field(default=None, description="Query vector (any norm; cosine similarity).")
+    id: str | None = Field(default=None, description="Id of a stored vector to find the neighbours of.")
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many neighbours.")
+    model: str | None = Field(default=None, description="Embedding model; required when the index holds several.")
+    source: str | None = None
+    since: AwareDatetime | None = Field(default=None, description="ts >= since (with a time zone).")
+    until: AwareDatetime | None = Field(default=None, description="ts < until (with a time zone).")
+    tier: Literal["auto", "hot", "cold"] = Field(
+        default="auto", description="auto: hot when the range lies in the window, else cold."
+    )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nextesy_search_requests", "Search requests by tier and status", ["tier", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "nextesy_search_seconds", "Search latency", ["tier"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.vectors = Gauge("nextesy_hot_index_vectors", "Vectors in the hot index", registry=self.registry)
+        self.segments = Gauge("nextesy_hot_index_segments", "Segments in the hot index", registry=self.registry)
+        self.lag_snapshots = Gauge(
+            "nextesy_hot_index_staleness_snapshots", "Table snapshots the index is behind", registry=self.registry
+        )
+        self.lag_seconds = Gauge(
+            "nextesy_hot_index_staleness_seconds",
+            "Seconds between the table's current snapshot and the one the index reflects",
+            registry=self.registry,
+        )
+
+
+class Service:
+    """The hot index, the table for the cold tier, and the metrics, shared by all requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.index = HotIndex(Path(settings.hot_dir))
+        self.metrics = Metrics()
+        self._table = None
+        self._table_lock = threading.Lock()
+
+    def table(self):  # type: ignore[no-untyped-def]
+        with self._table_lock:
+            if self._table is None:
+                self._table = iceberg.embeddings_table(self.settings)
+            return self._table
+
+    def staleness(self) -> tuple[int, float]:
+        """(snapshots, seconds) the index is behind the table's current snapshot."""
+        lag = checks.staleness(self.table(), self.index)
+        return lag.snapshots, lag.seconds
+
+    def _model(self, asked: str | None, known: dict[str, int]) -> str:
+        if asked is not None:
+            return asked
+        if len(known) == 1:
+            return next(iter(known))
+        raise QueryError(f"model is required: the index holds {sorted(known)}")
+
+    def search(self, request: SearchRequest) -> tuple[list[dict[str, object]], str, int | None]:
+        if (request.vector is None) == (request.id is None):
+            raise QueryError("give exactly one of vector or id")
+        if request.since and request.until and request.since >= request.until:
+            raise QueryError(f"since ({request.since.isoformat()}) must be before until ({request.until.isoformat()})")
+        index = self.index
+        snapshot_id = index.manifest.source_snapshot_id
+        tier = request.tier
+        if tier == "auto":
+            tier = "hot" if index.covers(request.since, request.until) else "cold"
+        if tier == "hot" and snapshot_id is None:
+            raise QueryError("the hot index is empty: run `nextesy sync` first", status=503)
+        if tier == "hot" and not index.covers(request.since, request.until):
+            raise QueryError(
+                f"the time range reaches before the hot window, which starts {index.window_start.isoformat()}; "
+                "use tier cold or auto"
+            )
+        known = index.models
+        if tier == "cold":
+            table = self.table()
+            table.refresh()
+            current = table.current_snapshot()
+            if current is None:
+                raise QueryError("the table is empty: run `nextesy sync` first", status=503)
+            snapshot_id = current.snapshot_id
+            if request.model is not None and request.model not in known and not self._table_has_model(request.model):
+                raise QueryError(f"unknown model {request.model!r}; known: {sorted(known)}", status=404)
+        elif request.model is not None and request.model not in known:
+            raise QueryError(f"unknown model {request.model!r}; known: {sorted(known)}", status=404)
+
+        exclude = None
+        if request.id is not None:
+            found = index.lookup(request.id, request.model) if tier == "hot" else None
+            if found is None:
+                found = cold_lookup(self.table(), request.id, request.model, snapshot_id)  # type: ignore[arg-type]
+            if found is None:
+                raise QueryError(f"no stored vector with id {request.id!r}", status=404)
+            model, vector = found
+            exclude = request.id
+        else:
+            model = self._model(request.model, known)
+            vector = np.asarray(request.vector, dtype=np.float32)
+            bad = [i for i, v in enumerate(request.vector or []) if not math.isfinite(v)]
+            if bad:
+                raise QueryError(f"vector has non-finite values (NaN or Inf) at positions {bad[:10]}")
+        dims = index.manifest.dims or self.settings.dims
+        if len(vector) != dims:
+            raise QueryError(f"vector has {len(vector)} values; model {model!r} has {dims}-d vectors")
+        if not np.any(vector):
+            raise QueryError("vector is all zeros: it has no direction to compare")
+        if tier == "hot":
+            hits = index.search(vector, request.k, model, request.source, request.since, request.until, exclude)
+        else:
+            hits = cold_search(
+                self.table(),
+                snapshot_id,
+                vector,
+                request.k,
+                model,
+                request.source,
+                request.since,
+                request.until,
+                exclude,  # type: ignore[arg-type]
+            )
+        results = [{"id": h.id, "score": h.score, "ts": h.ts.isoformat(), "source": h.source} for h in hits]
+        return results, tier, snapshot_id
+
+    def _table_has_model(self, model: str) -> bool:
+        from pyiceberg.expressions import EqualTo
+
+        return (
+            self.table().scan(row_filter=EqualTo("model", model), selected_fields=("id",), limit=1).to_arrow().num_rows
+            > 0
+        )
+
+
+SEARCH_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": SearchRequest.model_json_schema()}}}
+}
+
+
+def _parse(body: bytes) -> SearchRequest:
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib reads the bare NaN/Infinity some clients send; the vector check then names it
+            raw = json.loads(body)
+        except ValueError as exc:
+            raise QueryError(f"request body is not valid JSON: {exc}") from None
+    try:
+        return SearchRequest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()
+        )
+        raise QueryError(problems) from None
+
+
+def _refresher(service: Service, stop: threading.Event) -> None:
+    while not stop.wait(REFRESH_EVERY_S):
+        try:
+            service.index.refresh()
+        except Exception:  # a half-written update is retried on the next tick; the old version keeps serving
+            continue
+
+
+def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY_S) -> FastAPI:
+    """The FastAPI app; with `refresh_every_s`, a thread picks up each new index version as it is published."""
+    import faiss
+
+    # One query is one graph walk: an OpenMP team per request only adds barrier waits when requests run
+    # side by side on the threadpool (measured in bench/hot). Concurrency comes from the requests.
+    faiss.omp_set_num_threads(1)
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if refresh_every_s:
+            thread = threading.Thread(target=_refresher, args=(service, stop), daemon=True, name="hot-index-refresh")
+            thread.start()
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    app = FastAPI(title="nextesy hot tier", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        service.metrics.requests.labels(tier="none", status=str(exc.status)).inc()
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.post("/search", openapi_extra=SEARCH_OPENAPI)
+    async def search(request: Request) -> Response:
+        # The body is parsed here with orjson and validated by the same pydantic model FastAPI would use:
+        # a 768-float body costs a tenth of what the stdlib parser takes, and that is most of a hot query.
+        started = time.perf_counter()
+        query = _parse(await request.body())
+        # The search itself runs on a worker thread: FAISS releases the GIL, so the second core answers
+        # one query while the event loop reads the next request.
+        results, tier, snapshot_id = await anyio.to_thread.run_sync(service.search, query)
+        service.metrics.latency.labels(tier=tier).observe(time.perf_counter() - started)
+        service.metrics.requests.labels(tier=tier, status="200").inc()
+        body = orjson.dumps({"results": results, "tier": tier, "snapshot_id": snapshot_id})
+        return Response(body, media_type="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, object]:
+        manifest = service.index.manifest
+        return {
+            "status": "ok",
+            "snapshot_id": manifest.source_snapshot_id,
+            "vectors": service.index.rows,
+            "models": service.index.models,
+            "window_start": service.index.window_start.isoformat() if manifest.source_snapshot_id else None,
+            "index_version": manifest.version,
+        }
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        m = service.metrics
+        m.vectors.set(service.index.rows)
+        m.segments.set(len(service.index.segments))
+        try:
+            snapshots, seconds = service.staleness()
+            m.lag_snapshots.set(snapshots)
+            m.lag_seconds.set(seconds)
+        except Exception:  # the table's store being down must not take the metrics endpoint with it
+            pass
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

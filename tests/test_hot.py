@@ -1,0 +1,332 @@
+"""The hot tier: the index follows the table (appends, eviction, rebuild, restart), the engines keep one
+interface (FAISS, exact, Milvus Lite), and the query service answers, refuses bad requests and counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from nextesy_assets.lib import iceberg
+from nextesy_assets.lib.demo import structured_vectors
+from nextesy_assets.lib.hot import checks, segments
+from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
+from nextesy_assets.lib.hot.search import HotIndex, cold_search
+from nextesy_assets.lib.hot.service import create_app
+from nextesy_assets.lib.hot.update import update
+from nextesy_assets.lib.schema import EMBEDDINGS_ARROW
+from nextesy_assets.lib.settings import Settings
+
+from .conftest import DIMS
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+MODELS = ("text-embed-v3", "text-embed-v2")
+SOURCES = ("search-api", "support-bot")
+
+
+@pytest.fixture
+def hot_settings(home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A three-day window; graphs from 50 rows on, so small tables go through FAISS too."""
+    monkeypatch.setenv("NEXTESY_HOT_WINDOW_DAYS", "3")
+    monkeypatch.setattr(segments, "HNSW_FROM_ROWS", 50)
+    return Settings.load()
+
+
+def append_batch(settings: Settings, batch: str, rows: int, days_ago: list[int], seed: int) -> pa.Table:
+    """Commit `rows` rows spread over the given days and both models, one Iceberg snapshot."""
+    rng = np.random.default_rng(seed)
+    vectors = structured_vectors(rng, rows, DIMS)
+    ts = [NOW - timedelta(days=days_ago[i % len(days_ago)], minutes=int(rng.integers(0, 600))) for i in range(rows)]
+    table = pa.table(
+        {
+            "id": [f"{batch}-{i}" for i in range(rows)],
+            "model": [MODELS[i % 2] for i in range(rows)],
+            "vector": [v.tolist() for v in vectors],
+            "ts": ts,
+            "source": [SOURCES[(i // 2) % 2] for i in range(rows)],
+            "payload": [None] * rows,
+            "batch_id": [batch] * rows,
+            "ingested_at": [NOW] * rows,
+        },
+        schema=EMBEDDINGS_ARROW,
+    )
+    # As parquet_batches writes them: one file per day in the table's data location, then add_files.
+    target = iceberg.embeddings_table(settings)
+    days = pc.floor_temporal(table["ts"], unit="day")
+    uris = []
+    for day in sorted(set(days.to_pylist())):
+        path = Path(target.location()) / "data" / f"{batch}-{day:%Y%m%d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.filter(pc.equal(days, pa.scalar(day, days.type))), path)
+        uris.append(str(path))
+    iceberg.commit_data_files(target, batch, uris, rows, rows)
+    return table
+
+
+def table_window(settings: Settings, now: datetime) -> set[tuple[str, str, str]]:
+    """(model, id, ts) of every table row in the window that ends `now`."""
+    start = datetime.combine(now.date() - timedelta(days=settings.hot_window_days - 1), datetime.min.time(), UTC)
+    rows = iceberg.embeddings_table(settings).scan().to_arrow().to_pylist()
+    return {(r["model"], r["id"], r["ts"].isoformat()) for r in rows if r["ts"] >= start}
+
+
+def index_contents(settings: Settings) -> dict[tuple[str, str, str], tuple[float, ...]]:
+    index = HotIndex(Path(settings.hot_dir))
+    out = {}
+    for s in index.segments:
+        for row, (id_, ts) in enumerate(zip(s.ids, s.ts_us, strict=True)):
+            key = (s.info.model, str(id_), datetime.fromtimestamp(int(ts) / 1e6, UTC).isoformat())
+            out[key] = tuple(np.round(s.vectors[row], 6))
+    return out
+
+
+def assert_parity(settings: Settings, now: datetime) -> None:
+    contents = index_contents(settings)
+    assert set(contents) == table_window(settings, now)
+    parity = checks.parity(iceberg.embeddings_table(settings), HotIndex(Path(settings.hot_dir)))
+    assert parity.ok, parity
+    assert parity.index_rows == len(contents)
+
+
+def test_parity_after_appends_and_after_window_eviction(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 300, [0, 1, 2, 5], seed=1)  # day 5 is outside the window: never read
+    first = update(hot_settings, now=NOW)
+    assert first.files_read == 3 and first.rows_added == 225
+    assert_parity(hot_settings, NOW)
+
+    append_batch(hot_settings, "b2", 120, [0], seed=2)
+    second = update(hot_settings, now=NOW)
+    assert (second.files_read, second.rows_added, second.rows_evicted) == (1, 120, 0)  # only the new file
+    assert second.previous_snapshot_id == first.source_snapshot_id
+    assert_parity(hot_settings, NOW)
+    assert update(hot_settings, now=NOW).up_to_date  # a repeat reads nothing
+
+    # Two days later, the two oldest days have left the window; nothing is read, their rows are dropped.
+    later = NOW + timedelta(days=2)
+    evicted = update(hot_settings, now=later)
+    assert evicted.files_read == 0 and evicted.rows_evicted == 150
+    assert_parity(hot_settings, later)
+
+    # Deleting the index and rebuilding it from the table gives the same contents, vectors included.
+    before = index_contents(hot_settings)
+    shutil.rmtree(hot_settings.hot_dir)
+    update(hot_settings, now=later)
+    assert index_contents(hot_settings) == before
+
+
+def test_many_batches_of_one_day_are_compacted_without_losing_rows(hot_settings: Settings) -> None:
+    for number in range(6):
+        append_batch(hot_settings, f"b{number}", 60, [0], seed=number)
+        update(hot_settings, now=NOW)
+    index = HotIndex(Path(hot_settings.hot_dir))
+    per_day = {}
+    for s in index.segments:
+        per_day[(s.info.model, s.info.day)] = per_day.get((s.info.model, s.info.day), 0) + 1
+    assert max(per_day.values()) <= 4
+    assert_parity(hot_settings, NOW)
+    assert checks.recall_at_k(index).recall >= 0.95
+
+
+def test_a_restart_loads_the_index_without_rebuilding_it(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 400, [0, 1], seed=3)
+    update(hot_settings, now=NOW)
+    files = {p: p.stat().st_mtime_ns for p in Path(hot_settings.hot_dir).rglob("*") if p.is_file()}
+    query = normalise(structured_vectors(np.random.default_rng(9), 1, DIMS))[0]
+    first = HotIndex(Path(hot_settings.hot_dir)).search(query, 10, MODELS[0])
+
+    assert update(hot_settings, now=NOW).up_to_date  # the "restarted" writer finds nothing to do
+    restarted = HotIndex(Path(hot_settings.hot_dir))
+    assert restarted.search(query, 10, MODELS[0]) == first
+    assert {p: p.stat().st_mtime_ns for p in Path(hot_settings.hot_dir).rglob("*") if p.is_file()} == files
+    assert any(s.info.engine == "faiss-hnsw" for s in restarted.segments)
+
+
+def test_the_cold_tier_returns_exactly_the_brute_force_answer(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 300, [0, 1, 4, 6], seed=4)
+    update(hot_settings, now=NOW)
+    rows = iceberg.embeddings_table(hot_settings).scan().to_arrow().to_pylist()
+    query = normalise(structured_vectors(np.random.default_rng(5), 1, DIMS))[0]
+    since, until = NOW - timedelta(days=7), NOW - timedelta(days=1)
+    matching = [r for r in rows if r["model"] == MODELS[1] and since <= r["ts"] < until and r["source"] == SOURCES[0]]
+    data = normalise(np.asarray([r["vector"] for r in matching], dtype=np.float32))
+    scores = data @ query
+    order = sorted(range(len(matching)), key=lambda i: (-scores[i], matching[i]["id"]))[:10]
+    expected = [(matching[i]["id"], round(float(scores[i]), 5)) for i in order]
+
+    client = TestClient(create_app(hot_settings, refresh_every_s=None))
+    body = {"vector": query.tolist(), "k": 10, "model": MODELS[1], "source": SOURCES[0]}
+    body |= {"since": since.isoformat(), "until": until.isoformat()}
+    answer = client.post("/search", json=body).json()
+    assert answer["tier"] == "cold"
+    assert answer["snapshot_id"] == iceberg.embeddings_table(hot_settings).current_snapshot().snapshot_id
+    assert [(r["id"], round(r["score"], 5)) for r in answer["results"]] == expected
+
+    snapshot = iceberg.embeddings_table(hot_settings).current_snapshot().snapshot_id
+    direct = cold_search(
+        iceberg.embeddings_table(hot_settings), snapshot, query, 10, MODELS[1], SOURCES[0], since, until
+    )
+    assert [(h.id, round(h.score, 5)) for h in direct] == expected
+
+
+def test_hot_answers_by_vector_and_by_id_with_filters(hot_settings: Settings) -> None:
+    table = append_batch(hot_settings, "b1", 400, [0, 1, 2], seed=6)
+    update(hot_settings, now=NOW)
+    client = TestClient(create_app(hot_settings, refresh_every_s=None))
+    stored = table.slice(0, 1).to_pylist()[0]
+    answer = client.post("/search", json={"id": stored["id"], "k": 5}).json()
+    assert answer["tier"] == "hot" and len(answer["results"]) == 5
+    assert stored["id"] not in {r["id"] for r in answer["results"]}
+
+    since = (NOW - timedelta(hours=6)).isoformat()
+    body = {"vector": stored["vector"], "model": stored["model"], "source": SOURCES[1], "since": since}
+    answer = client.post("/search", json=body).json()
+    assert answer["tier"] == "hot" and answer["results"]
+    assert all(r["source"] == SOURCES[1] and r["ts"] >= since for r in answer["results"])
+    health = client.get("/healthz").json()
+    assert health["vectors"] == 400 and health["snapshot_id"] == answer["snapshot_id"]
+
+
+BAD_REQUESTS: dict[str, tuple[dict[str, object] | str, int, str]] = {
+    "wrong dimension": ({"vector": [0.1] * (DIMS + 1), "model": MODELS[0]}, 422, "9 values"),
+    "nan": ({"vector": [math.nan] + [0.1] * (DIMS - 1), "model": MODELS[0]}, 422, "NaN"),
+    "k zero": ({"vector": [0.1] * DIMS, "model": MODELS[0], "k": 0}, 422, "k"),
+    "k too large": ({"vector": [0.1] * DIMS, "model": MODELS[0], "k": 100_000}, 422, "k"),
+    "unknown model": ({"vector": [0.1] * DIMS, "model": "no-such-model"}, 404, "no-such-model"),
+    "no model among several": ({"vector": [0.1] * DIMS}, 422, "model is required"),
+    "neither vector nor id": ({"model": MODELS[0]}, 422, "exactly one of vector or id"),
+    "both vector and id": ({"vector": [0.1] * DIMS, "id": "b1-0"}, 422, "exactly one of vector or id"),
+    "unknown id": ({"id": "no-such-id"}, 404, "no-such-id"),
+    "empty range": (
+        {"vector": [0.1] * DIMS, "model": MODELS[0], "since": NOW.isoformat(), "until": NOW.isoformat()},
+        422,
+        "before until",
+    ),
+    "time without zone": ({"vector": [0.1] * DIMS, "model": MODELS[0], "since": "2026-11-25T10:00:00"}, 422, "since"),
+    "zero vector": ({"vector": [0.0] * DIMS, "model": MODELS[0]}, 422, "zeros"),
+    "hot tier for an old range": (
+        {"vector": [0.1] * DIMS, "model": MODELS[0], "tier": "hot", "since": "2020-01-01T00:00:00Z"},
+        422,
+        "before the hot window",
+    ),
+    "not json": ("{not json", 422, "not valid JSON"),
+    "unknown field": ({"vector": [0.1] * DIMS, "model": MODELS[0], "top_k": 3}, 422, "top_k"),
+}
+
+
+@pytest.fixture
+def client(hot_settings: Settings) -> TestClient:
+    append_batch(hot_settings, "b1", 100, [0, 1], seed=7)
+    update(hot_settings, now=datetime.now(UTC))
+    return TestClient(create_app(hot_settings, refresh_every_s=None))
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS), ids=str)
+def test_every_bad_request_gets_a_4xx_naming_the_problem(client: TestClient, case: str) -> None:
+    body, status, words = BAD_REQUESTS[case]
+    # Python's JSON writes NaN as a bare literal, as a careless client would send it.
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = client.post("/search", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert words in response.text
+
+
+def test_the_metrics_move_when_queries_run(client: TestClient) -> None:
+    def sample(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before = client.get("/metrics").text
+    assert sample(before, "nextesy_hot_index_vectors") > 0
+    for _ in range(3):
+        assert client.post("/search", json={"vector": [0.1] * DIMS, "model": MODELS[0]}).status_code == 200
+    assert client.post("/search", json={"vector": [0.1] * 3, "model": MODELS[0]}).status_code == 422
+    after = client.get("/metrics").text
+    hot_ok = 'nextesy_search_requests_total{status="200",tier="hot"}'
+    assert sample(after, hot_ok) - sample(before, hot_ok) == 3
+    assert sample(after, 'nextesy_search_seconds_count{tier="hot"}') == 3
+    assert sample(after, 'nextesy_search_requests_total{status="422"') >= 1
+    assert "nextesy_hot_index_staleness_seconds" in after
+
+
+def test_the_service_picks_up_a_new_index_version_without_a_restart(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 100, [0], seed=8)
+    update(hot_settings, now=datetime.now(UTC))
+    app = create_app(hot_settings, refresh_every_s=None)
+    client = TestClient(app)
+    assert client.get("/healthz").json()["vectors"] == 100
+    append_batch(hot_settings, "b2", 60, [0], seed=9)
+    update(hot_settings, now=datetime.now(UTC))
+    assert app.state.service.index.refresh()
+    assert client.get("/healthz").json()["vectors"] == 160
+
+
+@pytest.mark.parametrize("engine", ["faiss-hnsw", "exact", "milvus-lite"])
+def test_every_engine_meets_the_index_interface(engine: str, tmp_path: Path) -> None:
+    dims, rng = 32, np.random.default_rng(11)
+    data = structured_vectors(rng, 3000, dims)
+    queries = normalise(structured_vectors(np.random.default_rng(12), 20, dims))
+
+    def make():  # type: ignore[no-untyped-def]
+        if engine == "faiss-hnsw":
+            return FaissHnsw(dims)
+        if engine == "exact":
+            return ExactIndex(dims)
+        from nextesy_assets.lib.hot.milvus import MilvusIndex
+
+        return MilvusIndex(str(tmp_path / "milvus.db"), "segment_0", dims)
+
+    def reopen(index):  # type: ignore[no-untyped-def]
+        if engine == "faiss-hnsw":
+            return FaissHnsw.load(tmp_path / "idx", dims)
+        if engine == "exact":
+            return ExactIndex.load(tmp_path / "idx", dims)
+        index.close()
+        from nextesy_assets.lib.hot.milvus import MilvusIndex
+
+        return MilvusIndex(str(tmp_path / "milvus.db"), "segment_0", dims)
+
+    index = make()
+    index.add(data[:2000])
+    index.add(data[2000:])  # labels continue where the first call stopped
+    assert len(index) == 3000
+    _, truth = exact_search(data, queries, 10)
+    scores, labels = index.search(queries, 10)
+    assert labels.shape == (20, 10) and np.all(np.diff(scores, axis=1) <= 1e-6)
+    recall = np.mean([len(set(t) & set(g)) / 10 for t, g in zip(truth, labels, strict=True)])
+    assert recall >= 0.95
+
+    allowed = np.zeros(3000, dtype=bool)
+    allowed[2500:2600] = True
+    _, filtered = index.search(queries, 10, allowed)
+    # A graph walk under a selective filter may come back short (-1); HotIndex answers those exactly.
+    assert set(filtered.ravel()) - {-1} <= set(range(2500, 2600))
+    assert (filtered >= 0).sum() >= len(queries)
+
+    index.save(tmp_path / "idx")
+    again = reopen(index)
+    assert len(again) == 3000
+    assert np.array_equal(again.search(queries, 10)[1], labels)
+
+
+def test_the_hot_index_asset_materializes_with_passing_checks(hot_settings: Settings) -> None:
+    import dagster as dg
+
+    from nextesy_assets.defs.hot import hot_index
+    from nextesy_assets.defs.resources import NextesyResource
+
+    append_batch(hot_settings, "b1", 300, [0, 1, 9], seed=10)
+    result = dg.materialize([hot_index], resources={"nextesy": NextesyResource()})
+    assert result.success
+    checks_run = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks_run) == {"hot_parity", "hot_recall", "hot_staleness"}
+    assert all(e.passed for e in checks_run.values()), checks_run
+    assert checks_run["hot_parity"].metadata["index_rows"].value == 200  # day 9 is outside the window
+    assert checks_run["hot_recall"].metadata["recall"].value >= 0.95
