@@ -382,28 +382,16 @@ def test_bounded_memory_on_a_large_file(tmp_path: Path) -> None:
             out.write(f'{{"id":"r{i}","ts":{1_790_000_000_000 + i * 1000},"vector":{vectors[i % 64]}}}\n')
     size = path.stat().st_size
     assert size > 500_000_000
+    # VmHWM is the peak RSS of this process's own memory (reset by exec); ru_maxrss would carry the
+    # high-water mark of the pytest process that forked it.
     script = (
-        "import resource, sys; from nextesy_assets.cli import main; "
+        "import re, sys; from nextesy_assets.cli import main; "
         "main(sys.argv[1:], standalone_mode=False); "
-        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+        "status = open('/proc/self/status').read(); "
+        "print('RSS', int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024)"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            "convert",
-            str(path),
-            str(tmp_path / "out"),
-            "--dims",
-            str(dims),
-            "--row-group-mb",
-            "16",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    command = ["convert", str(path), str(tmp_path / "out"), "--dims", str(dims), "--row-group-mb", "16"]
+    done = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, check=True)
     peak = int(done.stdout.split("RSS")[-1])
     assert f"{rows} records -> {rows} rows" in done.stdout
     assert peak < 400_000_000, f"peak RSS {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB input"
