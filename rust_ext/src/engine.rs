@@ -136,6 +136,8 @@ pub enum Raws {
     Text(Vec<u8>, Vec<(u32, u32)>),
     /// One string per good row.
     Strings(Vec<String>),
+    /// The CSV records of the good rows.
+    Csv(Vec<csv::ByteRecord>),
 }
 
 impl Chunk {
@@ -147,6 +149,7 @@ impl Chunk {
                 String::from_utf8_lossy(&data[a as usize..b as usize])
             }
             Raws::Strings(s) => s[row].as_str().into(),
+            Raws::Csv(records) => crate::formats::csv_raw(&records[row]).into(),
         };
         truncate_chars(&text, limit)
     }

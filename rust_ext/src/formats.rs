@@ -396,13 +396,19 @@ impl<'o> Builder<'o> {
 
     /// Validates `fields` whose vector values sit at `vectors[mark..]`; keeps or rejects the row.
     /// Returns whether it was kept.
-    fn finish_record(&mut self, index: u64, fields: &Fields, mark: usize, raw: &str) -> bool {
+    fn finish_record(
+        &mut self,
+        index: u64,
+        fields: &Fields,
+        mark: usize,
+        raw: &dyn Fn() -> String,
+    ) -> bool {
         let dims = self.options.dims;
         let valid = match record::validate(fields, dims) {
             Ok(v) => v,
             Err((reason, detail)) => {
                 self.chunk.vectors.truncate(mark);
-                self.reject(index, reason, detail, raw);
+                self.reject(index, reason, detail, &raw());
                 return false;
             }
         };
@@ -413,7 +419,7 @@ impl<'o> Builder<'o> {
                 index,
                 Reason::NonFinite,
                 "vector has NaN or infinite values (as float32)".into(),
-                raw,
+                &raw(),
             );
             return false;
         }
@@ -518,7 +524,7 @@ fn parse_lines(
                 Ok(rec) => {
                     let vector = rec.vector.clone().unwrap_or(VectorField::Missing);
                     let fields = fields_of(rec, vector);
-                    b.finish_record(index, &fields, mark, trimmed)
+                    b.finish_record(index, &fields, mark, &|| trimmed.to_string())
                 }
                 Err(Ok(kind)) => {
                     b.reject(
@@ -567,6 +573,15 @@ fn cell(record: &csv::ByteRecord, i: Option<usize>) -> Option<Cow<'_, str>> {
     }
 }
 
+/// A CSV record's raw text for the quarantine: its cells joined by commas.
+pub fn csv_raw(record: &csv::ByteRecord) -> String {
+    record
+        .iter()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn is_integer_text(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
@@ -592,14 +607,11 @@ fn parse_csv(
     options: &Options,
 ) -> Chunk {
     let mut b = Builder::new(seq, options);
+    let mut kept = Vec::with_capacity(records.len());
     for (n, rec) in records.iter().enumerate() {
         let index = first_index + n as u64;
         b.chunk.rows_in += 1;
-        let raw: String = rec
-            .iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(",");
+        let raw = || csv_raw(rec);
         let mark = b.chunk.vectors.len();
         let vector = match &layout.vector {
             CsvVector::Json(i) => match cell(rec, Some(*i)) {
@@ -635,7 +647,7 @@ fn parse_csv(
                     index,
                     Reason::MalformedRecord,
                     format!("vector is not valid JSON: {e}"),
-                    &raw,
+                    &raw(),
                 );
                 continue;
             }
@@ -655,11 +667,21 @@ fn parse_csv(
                 .collect(),
         };
         if b.finish_record(index, &fields, mark, &raw) {
-            b.raws.push(raw);
+            kept.push(n);
         }
     }
     let _ = &layout.headers;
-    b.done()
+    // The good rows' records move into the chunk as they are: their text is only rebuilt if a
+    // later record turns out to be a duplicate of one.
+    let mut kept = kept.into_iter().peekable();
+    let kept_records = records
+        .into_iter()
+        .enumerate()
+        .filter_map(|(n, r)| (kept.next_if_eq(&n).is_some()).then_some(r))
+        .collect();
+    let mut chunk = b.done();
+    chunk.raws = Raws::Csv(kept_records);
+    chunk
 }
 
 fn parse_rows(
@@ -722,7 +744,7 @@ fn parse_rows(
                 continue;
             }
         };
-        if b.finish_record(index, &fields, mark, text) {
+        if b.finish_record(index, &fields, mark, &|| text.clone()) {
             b.raws.push(text.clone());
         }
     }
