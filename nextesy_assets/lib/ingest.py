@@ -171,6 +171,14 @@ def _embeddings_table(
     )
 
 
+def split_by_day(parsed: ParsedBatch, table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """The good rows of `parsed` (as `table`) cut by day(ts): one `YYYY-MM-DD` label and part per day."""
+    days = np.asarray(parsed.ts_micros, dtype=np.int64) // _DAY_MICROS
+    for day in np.unique(days):
+        label = datetime.fromtimestamp(int(day) * 86_400, UTC).strftime("%Y-%m-%d")
+        yield label, table.take(np.flatnonzero(days == day))
+
+
 def _rejects_table(parsed: ParsedBatch, batch_id: str, at: datetime) -> pa.Table:
     rejects = parsed.rejects
     return pa.Table.from_pylist(
@@ -313,10 +321,7 @@ def _convert_with_python(
         manifest.norm_mean = float(parsed.norms.mean())
         manifest.norm_max = float(parsed.norms.max())
         table = _embeddings_table(parsed, batch_id, now, settings.extra_columns)
-        days = np.asarray(parsed.ts_micros, dtype=np.int64) // _DAY_MICROS
-        for day in np.unique(days):
-            label = datetime.fromtimestamp(int(day) * 86_400, UTC).strftime("%Y-%m-%d")
-            part = table.take(np.flatnonzero(days == day))
+        for label, part in split_by_day(parsed, table):
             uri = data_file_uri(table_location, label, batch_id)
             size = write_parquet(part, uri, row_group_rows(settings))
             manifest.data_files.append(DataFileInfo(uri=uri, day=label, rows=part.num_rows, bytes=size))

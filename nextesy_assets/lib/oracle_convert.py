@@ -7,9 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
-from .ingest import _DAY_MICROS, _embeddings_table, _rejects_table, write_parquet
+from .ingest import _embeddings_table, _rejects_table, split_by_day, write_parquet
 from .records import parse_file
 
 
@@ -29,12 +27,9 @@ def convert_with_oracle(
     now = datetime.now(UTC)
     files = written = 0
     if parsed.rows_good:
-        table = _embeddings_table(parsed, batch_id, now)
-        days = np.asarray(parsed.ts_micros, dtype=np.int64) // _DAY_MICROS
-        for day in np.unique(days):
-            label = datetime.fromtimestamp(int(day) * 86_400, UTC).strftime("%Y-%m-%d")
+        for label, part in split_by_day(parsed, _embeddings_table(parsed, batch_id, now)):
             path = os.path.join(out, f"ts_day={label}", f"{batch_id}.parquet")
-            written += write_parquet(table.take(np.flatnonzero(days == day)), path, row_group_rows)
+            written += write_parquet(part, path, row_group_rows)
             files += 1
     if parsed.rejects:
         write_parquet(_rejects_table(parsed, batch_id, now), str(rejects), 65_536)

@@ -213,9 +213,7 @@ def _payload(extra: dict[str, Any]) -> str:
 
 def open_landing(data: bytes, fmt: str) -> IO[bytes]:
     """A byte stream of the records in a landing file's content."""
-    if fmt == "jsonl.gz":
-        return gzip.GzipFile(fileobj=io.BytesIO(data))
-    return io.BytesIO(data)
+    return open_landing_stream(io.BytesIO(data), fmt)
 
 
 @dataclass
@@ -407,7 +405,7 @@ def _csv_number(text: str) -> Any:
     return value if type(value) in (int, float) else text
 
 
-def _csv_items(stream: IO[bytes], dims: int) -> Iterator[_Item]:
+def _csv_items(stream: IO[bytes]) -> Iterator[_Item]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
     try:
         yield from _csv_rows(csv.reader(text))
@@ -537,7 +535,7 @@ def parse_file(
             )
     if fmt == "csv":
         with open(path, "rb") as handle:
-            return _consume(batch, _csv_items(handle, dims), raw_limit, default_model, extra_columns)
+            return _consume(batch, _csv_items(handle), raw_limit, default_model, extra_columns)
     if fmt == "npy":
         return _consume(batch, _npy_items(path, sidecar), raw_limit, default_model, extra_columns)
     if fmt == "parquet":

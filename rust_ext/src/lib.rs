@@ -79,6 +79,14 @@ pyo3::create_exception!(
     "The landing file cannot be converted at all."
 );
 
+/// A file that cannot be converted becomes InvalidInputError; a failed read or write, OSError.
+fn py_error(e: engine::Error) -> PyErr {
+    match e {
+        engine::Error::Invalid(m) => InvalidInputError::new_err(m),
+        engine::Error::Io(m) => PyOSError::new_err(m),
+    }
+}
+
 /// A record batch handed to Python through the Arrow PyCapsule interface (`__arrow_c_array__`).
 #[pyclass(frozen)]
 struct ArrowBatch {
@@ -186,10 +194,7 @@ fn convert(
                 &options,
             )
         })
-        .map_err(|e| match e {
-            engine::Error::Invalid(m) => InvalidInputError::new_err(m),
-            engine::Error::Io(m) => PyOSError::new_err(m),
-        })?;
+        .map_err(py_error)?;
     let mut out: HashMap<&'static str, Py<PyAny>> = HashMap::new();
     out.insert(
         "rows_in",
@@ -245,10 +250,7 @@ fn count_records(
 ) -> PyResult<(u64, Option<String>)> {
     let format = format.to_string();
     py.detach(|| engine::count_records(&input, &format, sidecar.as_deref()))
-        .map_err(|e| match e {
-            engine::Error::Invalid(m) => InvalidInputError::new_err(m),
-            engine::Error::Io(m) => PyOSError::new_err(m),
-        })
+        .map_err(py_error)
 }
 
 /// Version of the native module, so the Python side can tell which build it loaded.
