@@ -225,6 +225,30 @@ def test_csv_with_a_json_vector_column_round_trips(tmp_path: Path) -> None:
     assert rows_by_key(run_native(path, "csv", tmp_path / "again")[1]) == expected
 
 
+def test_csv_records_cut_into_blocks_agree_with_the_oracle(tmp_path: Path) -> None:
+    """A CSV several read blocks long, whose quoted cells hold newlines, commas and escaped quotes, with
+    CRLF line ends and blank lines: every record is whole and keeps its index, however the blocks fall."""
+    recs = _good(5000)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # CRLF line ends, quotes only where needed
+    writer.writerow(["id", "ts", "model", "source", "vector", "note"])
+    for i, r in enumerate(recs):
+        # Cells of varied length, so block ends land inside quoted cells, on CRs and between records.
+        note = f'line one, "quoted" {i}\r\nline two\n' + "x" * (i * 37 % 4001) + ("\r" if i % 7 == 0 else "")
+        writer.writerow([r["id"], r["ts"], r["model"], r["source"], json.dumps(r["vector"]), note])
+        if i % 500 == 0:
+            buffer.write("\r\n")  # a blank line is not a record
+    dup = recs[10]
+    writer.writerow([dup["id"], dup["ts"], dup["model"], dup["source"], json.dumps(dup["vector"]), "again"])
+    writer.writerow(["late", recs[0]["ts"], "m0", "s", "[0.5]", 'a "short" one'])
+    path = tmp_path / "blocks.csv"
+    path.write_text(buffer.getvalue(), newline="")
+    assert path.stat().st_size > 2 * 4 * 2**20  # more than two of the engine's 4 MiB blocks
+    result = assert_agree(path, "csv", tmp_path / "out")
+    assert result.reasons == {"duplicate_key": 1, "wrong_dimension": 1}
+    assert native_rejects(result) == [(5000, "duplicate_key"), (5001, "wrong_dimension")]
+
+
 def test_csv_with_vector_columns_round_trips(tmp_path: Path) -> None:
     recs = _good(25)
     header = ["id", "ts", "model", "source", *(f"v{i}" for i in range(DIMS))]

@@ -25,7 +25,7 @@ use hashbrown::HashSet;
 
 use crate::formats::{self, Work};
 use crate::record::{civil_from_days, Reason, Reject};
-use crate::writer::{self, DayWriter, RejectsWriter};
+use crate::writer::{self, DayWriter, EncodedRowGroup, RejectsWriter, RowGroupEncoder};
 
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -125,6 +125,11 @@ pub struct Chunk {
     pub rejects: Vec<Reject>,
     /// The input stopped being readable here: the record index and why.
     pub unreadable: Option<(u64, String)>,
+    /// Record indices count from the chunk's first record, whose own index the reader could not
+    /// know (CSV blocks are cut by bytes): the sequencer adds the records of the chunks before.
+    pub relative: bool,
+    /// Records the chunk spans (with `relative`).
+    pub records: u64,
 }
 
 /// The raw text of a chunk's good rows, held in the cheapest form the format allows.
@@ -136,11 +141,21 @@ pub enum Raws {
     Text(Vec<u8>, Vec<(u32, u32)>),
     /// One string per good row.
     Strings(Vec<String>),
-    /// The CSV records of the good rows.
-    Csv(Vec<csv::ByteRecord>),
+    /// Byte ranges of the good rows' CSV records in the block they were parsed from.
+    CsvText(Vec<u8>, Vec<(u32, u32)>),
 }
 
 impl Chunk {
+    /// The input block the chunk was parsed from, emptied, for the reader to fill again.
+    fn into_block(self) -> Vec<u8> {
+        let mut block = match self.raws {
+            Raws::Text(data, _) | Raws::CsvText(data, _) => data,
+            _ => Vec::new(),
+        };
+        block.clear();
+        block
+    }
+
     fn raw(&self, row: usize, limit: usize) -> String {
         let text: std::borrow::Cow<str> = match &self.raws {
             Raws::None => "".into(),
@@ -149,7 +164,10 @@ impl Chunk {
                 String::from_utf8_lossy(&data[a as usize..b as usize])
             }
             Raws::Strings(s) => s[row].as_str().into(),
-            Raws::Csv(records) => crate::formats::csv_raw(&records[row]).into(),
+            Raws::CsvText(data, ranges) => {
+                let (a, b) = ranges[row];
+                crate::formats::csv_record_raw(&data[a as usize..b as usize]).into()
+            }
         };
         truncate_chars(&text, limit)
     }
@@ -181,16 +199,21 @@ pub fn convert(
     };
     let (work_tx, work_rx) = bounded::<Work>(threads * 2);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(threads * 2);
-    // One row group waiting while another is encoded: with the day buffers, memory stays near
-    // three row groups whatever the input size.
-    let (batch_tx, batch_rx) = bounded::<(i64, RecordBatch)>(1);
+    // Row groups are handed straight to an idle encoder (no queue), one encoder per core, and
+    // appended in order: memory stays near three row groups (the day buffers and two being
+    // encoded, each freed slab by slab as its pages are compressed) whatever the input size.
+    let (group_tx, group_rx) = bounded::<RowGroupWork>(0);
+    let (encoded_tx, encoded_rx) = bounded(threads);
+    let encoder = RowGroupEncoder::new(options)?;
     // Blocks in flight, from the reader to the sequencer. The channels alone do not bound them: a
     // slow worker holding block N lets the others run ahead, and their chunks wait in the
     // sequencer until N arrives. The reader takes a slot per block, the sequencer gives it back.
     let in_flight = threads * 3;
-    let (slot_tx, slot_rx) = bounded::<()>(in_flight);
+    // A slot carries a block buffer back, so the reader refills warm memory instead of faulting
+    // in fresh pages for every block.
+    let (slot_tx, slot_rx) = bounded::<Vec<u8>>(in_flight);
     for _ in 0..in_flight {
-        slot_tx.send(()).expect("the slot channel has room");
+        slot_tx.send(Vec::new()).expect("the slot channel has room");
     }
     let options = Arc::new(options.clone());
 
@@ -205,14 +228,26 @@ pub fn convert(
         }
         drop(chunk_tx);
         drop(work_rx);
+        let mut encoders = Vec::new();
+        for _ in 0..threads {
+            let rx = group_rx.clone();
+            let tx = encoded_tx.clone();
+            let encoder = &encoder;
+            encoders.push(scope.spawn(move || encode_row_groups(rx, tx, encoder)));
+        }
+        drop(encoded_tx);
+        drop(group_rx);
         let out_dir = out_dir.to_path_buf();
         let writer_options = Arc::clone(&options);
-        let writer = scope.spawn(move || write_days(batch_rx, &out_dir, &writer_options));
-        let sequenced = sequence(chunk_rx, batch_tx, slot_tx, rejects_path, &options);
+        let writer = scope.spawn(move || write_days(encoded_rx, &out_dir, &writer_options));
+        let sequenced = sequence(chunk_rx, group_tx, slot_tx, rejects_path, &options);
         // Join everything before reporting, so no thread outlives a failure.
         let read = reader.join().expect("reader thread panicked");
         for w in workers {
             w.join().expect("parse worker panicked");
+        }
+        for e in encoders {
+            e.join().expect("encoder panicked");
         }
         let files = writer.join().expect("writer thread panicked");
         read?;
@@ -231,9 +266,13 @@ fn parse_worker(rx: Receiver<Work>, tx: Sender<Chunk>, options: &Options) {
     }
 }
 
-/// Rows of one day waiting to become a row group.
+/// Rows per slab of a day's buffer: one allocation per column, freed by the encoder as soon as
+/// it is encoded.
+const SLAB_ROWS: usize = 2048;
+
+/// Good rows of one day, columnar, filling one slab.
 #[derive(Default)]
-struct DayRows {
+struct Slab {
     ids: Vec<String>,
     models: Vec<String>,
     ts: Vec<i64>,
@@ -242,30 +281,29 @@ struct DayRows {
     vectors: Vec<f32>,
 }
 
-impl DayRows {
+impl Slab {
     fn len(&self) -> usize {
         self.ts.len()
     }
 
-    fn take_batch(&mut self, options: &Options) -> Result<RecordBatch> {
-        let rows = std::mem::take(self);
-        let n = rows.ts.len();
+    fn into_batch(self, options: &Options) -> Result<RecordBatch> {
+        let n = self.ts.len();
         let dims = options.dims as i32;
         let offsets = OffsetBuffer::new(ScalarBuffer::from(
             (0..=n as i32).map(|i| i * dims).collect::<Vec<_>>(),
         ));
-        let values = Float32Array::from(rows.vectors);
+        let values = Float32Array::from(self.vectors);
         let vector = ListArray::try_new(writer::vector_element(), offsets, Arc::new(values), None)?;
-        let ts = TimestampMicrosecondArray::from(rows.ts).with_timezone("UTC");
+        let ts = TimestampMicrosecondArray::from(self.ts).with_timezone("UTC");
         let ingested =
             TimestampMicrosecondArray::from(vec![options.ingested_at; n]).with_timezone("UTC");
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(rows.ids)),
-            Arc::new(StringArray::from(rows.models)),
+            Arc::new(StringArray::from(self.ids)),
+            Arc::new(StringArray::from(self.models)),
             Arc::new(vector),
             Arc::new(ts),
-            Arc::new(StringArray::from(rows.sources)),
-            Arc::new(StringArray::from(rows.payloads)),
+            Arc::new(StringArray::from(self.sources)),
+            Arc::new(StringArray::from(self.payloads)),
             Arc::new(StringArray::from(vec![options.batch_id.as_str(); n])),
             Arc::new(ingested),
         ];
@@ -273,12 +311,65 @@ impl DayRows {
     }
 }
 
+/// Rows of one day waiting to become a row group: full slabs, and the one being filled.
+#[derive(Default)]
+struct DayRows {
+    slabs: Vec<RecordBatch>,
+    open: Slab,
+    rows: usize,
+}
+
+impl DayRows {
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn push(
+        &mut self,
+        row: (String, String, i64, Option<String>, Option<String>),
+        vector: &[f32],
+        options: &Options,
+    ) -> Result<()> {
+        let slab_rows = SLAB_ROWS.min(options.row_group_rows.max(1));
+        let open = &mut self.open;
+        if open.vectors.capacity() == 0 {
+            open.vectors.reserve_exact(slab_rows * options.dims);
+        }
+        let (id, model, ts, source, payload) = row;
+        open.ids.push(id);
+        open.models.push(model);
+        open.ts.push(ts);
+        open.sources.push(source);
+        open.payloads.push(payload);
+        open.vectors.extend_from_slice(vector);
+        self.rows += 1;
+        if open.len() >= slab_rows {
+            let full = std::mem::take(&mut self.open);
+            self.slabs.push(full.into_batch(options)?);
+        }
+        Ok(())
+    }
+
+    /// The buffered rows, as slabs in order, leaving the buffer empty.
+    fn take(&mut self, options: &Options) -> Result<Vec<RecordBatch>> {
+        let rows = std::mem::take(self);
+        let mut slabs = rows.slabs;
+        if rows.open.len() > 0 {
+            slabs.push(rows.open.into_batch(options)?);
+        }
+        Ok(slabs)
+    }
+}
+
+/// A row group for the encoders: its order among all row groups, its day, its slabs.
+type RowGroupWork = (u64, i64, Vec<RecordBatch>);
+
 /// Takes chunks in record order: drops duplicate keys, splits rows by day into row groups, writes
 /// the rejects.
 fn sequence(
     rx: Receiver<Chunk>,
-    batches: Sender<(i64, RecordBatch)>,
-    slots: Sender<()>,
+    batches: Sender<RowGroupWork>,
+    slots: Sender<Vec<u8>>,
     rejects_path: &Path,
     options: &Options,
 ) -> Result<Summary> {
@@ -295,19 +386,35 @@ fn sequence(
     };
     let mut stopped = false;
     let mut key = Vec::new();
-    let send = |day: i64, rows: &mut DayRows| -> Result<()> {
-        let batch = rows.take_batch(options)?;
+    let mut base_index = 0u64;
+    let mut groups = 0u64;
+    let mut send = |day: i64, rows: &mut DayRows| -> Result<()> {
+        let slabs = rows.take(options)?;
+        groups += 1;
         batches
-            .send((day, batch))
+            .send((groups - 1, day, slabs))
             .map_err(|_| Error::Io("the Parquet writer stopped".into()))
     };
     for chunk in rx {
         pending.insert(chunk.seq, chunk);
         while let Some(mut chunk) = pending.remove(&next) {
             next += 1;
-            let _ = slots.try_send(()); // the reader may go on (it is gone once the input ended)
             if stopped {
+                // The reader may go on (it is gone once the input ended).
+                let _ = slots.try_send(chunk.into_block());
                 continue; // everything after an unreadable point is gone; drain the pipeline
+            }
+            if chunk.relative {
+                for index in &mut chunk.index {
+                    *index += base_index;
+                }
+                for reject in &mut chunk.rejects {
+                    reject.index += base_index;
+                }
+                if let Some((index, _)) = &mut chunk.unreadable {
+                    *index += base_index;
+                }
+                base_index += chunk.records;
             }
             summary.rows_in += chunk.rows_in;
             let mut chunk_rejects = std::mem::take(&mut chunk.rejects);
@@ -339,19 +446,19 @@ fn sequence(
                 summary.norm_sum += norm;
                 summary.rows_good += 1;
                 let day = chunk.ts[row].div_euclid(DAY_MICROS);
-                let rows = days.entry(day).or_insert_with(|| DayRows {
-                    // Reserved, not touched: pages are only committed as rows arrive.
-                    vectors: Vec::with_capacity(options.row_group_rows * options.dims),
-                    ..DayRows::default()
-                });
-                rows.ids.push(std::mem::take(&mut chunk.ids[row]));
-                rows.models.push(model);
-                rows.ts.push(chunk.ts[row]);
-                rows.sources.push(chunk.sources[row].take());
-                rows.payloads.push(chunk.payloads[row].take());
+                let rows = days.entry(day).or_default();
                 let d = options.dims;
-                rows.vectors
-                    .extend_from_slice(&chunk.vectors[row * d..(row + 1) * d]);
+                rows.push(
+                    (
+                        std::mem::take(&mut chunk.ids[row]),
+                        model,
+                        chunk.ts[row],
+                        chunk.sources[row].take(),
+                        chunk.payloads[row].take(),
+                    ),
+                    &chunk.vectors[row * d..(row + 1) * d],
+                    options,
+                )?;
                 buffered += 1;
                 if rows.len() >= options.row_group_rows {
                     buffered -= rows.len();
@@ -384,6 +491,7 @@ fn sequence(
             }
             summary.rows_rejected += chunk_rejects.len() as u64;
             rejects.write(chunk_rejects)?;
+            let _ = slots.try_send(chunk.into_block());
         }
     }
     let mut remaining: Vec<_> = days.into_iter().filter(|(_, r)| r.len() > 0).collect();
@@ -399,30 +507,51 @@ fn sequence(
     Ok(summary)
 }
 
-/// Writes row groups into one Parquet file per day; returns the files, sorted by day.
+/// Encodes row groups as they come; several of these run at once.
+fn encode_row_groups(
+    rx: Receiver<RowGroupWork>,
+    tx: Sender<(u64, i64, Result<EncodedRowGroup>)>,
+    encoder: &RowGroupEncoder,
+) {
+    for (order, day, slabs) in rx {
+        if tx.send((order, day, encoder.encode(slabs))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Appends encoded row groups, in the order the sequencer made them, to one Parquet file per day;
+/// returns the files, sorted by day.
 fn write_days(
-    rx: Receiver<(i64, RecordBatch)>,
+    rx: Receiver<(u64, i64, Result<EncodedRowGroup>)>,
     out_dir: &Path,
     options: &Options,
 ) -> Result<Vec<DataFile>> {
     let mut open: BTreeMap<i64, DayWriter> = BTreeMap::new();
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u64;
     let mut failure = None;
-    for (day, batch) in rx {
+    for (order, day, group) in rx {
         if failure.is_some() {
-            continue; // keep draining so the sequencer never blocks on a dead writer
+            continue; // keep draining so the encoders never block on a dead writer
         }
-        let result = match open.entry(day) {
-            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().write(&batch),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let label = civil_from_days(day);
-                let path = out_dir
-                    .join(format!("ts_day={label}"))
-                    .join(format!("{}.parquet", options.batch_id));
-                DayWriter::create(&path, label, options).and_then(|w| e.insert(w).write(&batch))
+        waiting.insert(order, (day, group));
+        while let Some((day, group)) = waiting.remove(&next) {
+            next += 1;
+            let result = group.and_then(|group| match open.entry(day) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().append(group),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let label = civil_from_days(day);
+                    let path = out_dir
+                        .join(format!("ts_day={label}"))
+                        .join(format!("{}.parquet", options.batch_id));
+                    DayWriter::create(&path, label, options).and_then(|w| e.insert(w).append(group))
+                }
+            });
+            if let Err(e) = result {
+                failure = Some(e);
+                break;
             }
-        };
-        if let Err(e) = result {
-            failure = Some(e);
         }
     }
     if let Some(e) = failure {

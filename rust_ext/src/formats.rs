@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,12 +63,13 @@ pub enum Work {
         /// Reading stopped after this block, and why.
         unreadable: Option<String>,
     },
-    /// CSV records.
+    /// Whole CSV records, as bytes (record indices counted by the sequencer).
     Csv {
         seq: u64,
-        first_index: u64,
         layout: Arc<CsvLayout>,
-        records: Vec<csv::ByteRecord>,
+        data: Vec<u8>,
+        /// Reading stopped after this block, and why.
+        unreadable: Option<String>,
     },
     /// Rows whose vector is binary already (NPY, Parquet): the other fields as JSON objects.
     Rows {
@@ -112,7 +113,8 @@ pub struct Source {
 
 enum SourceKind {
     Lines(Box<dyn Read + Send>),
-    Csv(csv::Reader<BufReader<File>>, Arc<CsvLayout>),
+    /// The records after the header, and which column holds what.
+    Csv(Box<dyn Read + Send>, Arc<CsvLayout>),
     Npy(NpyReader, Sidecar),
     Parquet(
         parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -135,9 +137,7 @@ pub fn open(
         Format::Jsonl => SourceKind::Lines(Box::new(open_file(input)?)),
         Format::JsonlGz => SourceKind::Lines(gunzip(input)?),
         Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_reader(BufReader::with_capacity(BLOCK_BYTES, open_file(input)?));
+            let mut reader = csv_reader(true, BufReader::new(open_file(input)?));
             let headers = reader.byte_headers().map_err(|e| {
                 Error::Invalid(format!(
                     "{}: cannot read the CSV header: {e}",
@@ -148,7 +148,11 @@ pub fn open(
                 .iter()
                 .map(|h| String::from_utf8_lossy(h).trim().to_string())
                 .collect();
-            SourceKind::Csv(reader, Arc::new(csv_layout(input, headers)?))
+            let layout = Arc::new(csv_layout(input, headers)?);
+            // The records are read as bytes from here on and parsed by the workers.
+            let mut records = open_file(input)?;
+            records.seek(SeekFrom::Start(reader.position().byte()))?;
+            SourceKind::Csv(Box::new(records), layout)
         }
         Format::Npy => {
             let npy = NpyReader::open(input)?;
@@ -216,96 +220,40 @@ fn csv_layout(input: &Path, headers: Vec<String>) -> Result<CsvLayout> {
 
 impl Source {
     /// Reads the whole input into blocks of work, in order.
-    pub fn run(self, tx: Sender<Work>, slots: Receiver<()>) -> Result<()> {
+    pub fn run(self, tx: Sender<Work>, slots: Receiver<Vec<u8>>) -> Result<()> {
         let mut seq = 0u64;
         // Each block waits for a free slot (see `engine::convert`), then for room in the queue.
         let send = |work: Work| -> bool { slots.recv().is_ok() && tx.send(work).is_ok() };
         match self.kind {
             SourceKind::Lines(mut reader) => {
                 let mut first_index = 0u64;
-                let mut carry: Vec<u8> = Vec::new();
-                loop {
-                    let mut block = std::mem::take(&mut carry);
-                    block.reserve(BLOCK_BYTES);
-                    let read = match read_block(&mut reader, &mut block, BLOCK_BYTES) {
-                        (n, None) => n,
-                        (_, Some(e)) => {
-                            // What decoded before the damage stands; the partial line is dropped.
-                            let cut = block.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-                            block.truncate(cut);
-                            send(Work::Lines {
-                                seq,
-                                first_index,
-                                data: block,
-                                unreadable: Some(e.to_string()),
-                            });
-                            return Ok(());
-                        }
-                    };
-                    if read == 0 {
-                        if !block.is_empty() {
-                            send(Work::Lines {
-                                seq,
-                                first_index,
-                                data: block,
-                                unreadable: None,
-                            });
-                        }
-                        return Ok(());
-                    }
-                    let Some(last) = memchr::memrchr(b'\n', &block) else {
-                        carry = block; // one line longer than a block: keep reading
-                        continue;
-                    };
-                    carry = block[last + 1..].to_vec();
-                    block.truncate(last + 1);
-                    let lines = memchr::memchr_iter(b'\n', &block).count() as u64;
-                    if !send(Work::Lines {
+                let last_line_end = |data: &[u8]| memchr::memrchr(b'\n', data).map(|p| p + 1);
+                read_blocks(&mut reader, &slots, last_line_end, |data, unreadable| {
+                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                    let work = Work::Lines {
                         seq,
                         first_index,
-                        data: block,
-                        unreadable: None,
-                    }) {
-                        return Ok(());
-                    }
+                        data,
+                        unreadable,
+                    };
                     seq += 1;
                     first_index += lines;
-                }
+                    tx.send(work).is_ok()
+                });
+                Ok(())
             }
             SourceKind::Csv(mut reader, layout) => {
-                let mut first_index = 0u64;
-                let mut records = Vec::with_capacity(ROWS_PER_BLOCK);
-                let mut bytes = 0usize;
-                loop {
-                    let mut record = csv::ByteRecord::new();
-                    let more = reader
-                        .read_byte_record(&mut record)
-                        .map_err(|e| Error::Invalid(format!("CSV: {e}")))?;
-                    if more {
-                        bytes += record.as_slice().len();
-                        records.push(record);
-                    }
-                    if (!more && !records.is_empty())
-                        || bytes >= BLOCK_BYTES
-                        || records.len() >= 4 * ROWS_PER_BLOCK
-                    {
-                        let n = records.len() as u64;
-                        if !send(Work::Csv {
-                            seq,
-                            first_index,
-                            layout: Arc::clone(&layout),
-                            records: std::mem::take(&mut records),
-                        }) {
-                            return Ok(());
-                        }
-                        seq += 1;
-                        first_index += n;
-                        bytes = 0;
-                    }
-                    if !more {
-                        return Ok(());
-                    }
-                }
+                read_blocks(&mut reader, &slots, csv_records_end, |data, unreadable| {
+                    let work = Work::Csv {
+                        seq,
+                        layout: Arc::clone(&layout),
+                        data,
+                        unreadable,
+                    };
+                    seq += 1;
+                    tx.send(work).is_ok()
+                });
+                Ok(())
             }
             SourceKind::Npy(mut npy, mut sidecar) => {
                 let mut first_index = 0u64;
@@ -347,6 +295,97 @@ impl Source {
             }
         }
     }
+}
+
+/// Reads `reader` in blocks of about `BLOCK_BYTES` that end on a record boundary (`cut` gives the
+/// end of the last whole record of a block that starts on one), each into a buffer from `slots`,
+/// and hands them to `emit` in order, the last one with why reading stopped early, if it did.
+/// Stops when `emit` returns false.
+fn read_blocks(
+    reader: &mut dyn Read,
+    slots: &Receiver<Vec<u8>>,
+    cut: impl Fn(&[u8]) -> Option<usize>,
+    mut emit: impl FnMut(Vec<u8>, Option<String>) -> bool,
+) {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let Ok(mut block) = slots.recv() else {
+            return; // the pipeline stopped
+        };
+        block.clear();
+        block.append(&mut carry);
+        loop {
+            block.reserve(BLOCK_BYTES);
+            match read_block(reader, &mut block, BLOCK_BYTES) {
+                (_, Some(e)) => {
+                    // What was read before the damage stands; the partial record is dropped.
+                    block.truncate(cut(&block).unwrap_or(0));
+                    emit(block, Some(e.to_string()));
+                    return;
+                }
+                (0, None) => {
+                    if !block.is_empty() {
+                        emit(block, None);
+                    }
+                    return;
+                }
+                (_, None) => {
+                    if let Some(end) = cut(&block) {
+                        carry.extend_from_slice(&block[end..]);
+                        block.truncate(end);
+                        break;
+                    }
+                    // One record longer than a block: keep reading.
+                }
+            }
+        }
+        if !emit(block, None) {
+            return;
+        }
+    }
+}
+
+/// The end of the last whole CSV record in `block`, which starts on a record boundary: the
+/// position after its terminator (`\n` or `\r` outside quotes), as the `csv` crate reads records.
+/// A quote opens a quoted field only at the start of a field; inside one, `""` is a quote.
+fn csv_records_end(block: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut at = 0;
+    let mut quoted = false;
+    while at < block.len() {
+        if quoted {
+            let Some(p) = memchr::memchr(b'"', &block[at..]) else {
+                break;
+            };
+            let q = at + p;
+            if block.get(q + 1) == Some(&b'"') {
+                at = q + 2;
+            } else {
+                quoted = false;
+                at = q + 1;
+            }
+        } else {
+            let Some(p) = memchr::memchr3(b'"', b'\n', b'\r', &block[at..]) else {
+                break;
+            };
+            let q = at + p;
+            if block[q] == b'"' {
+                quoted = q == 0 || matches!(block[q - 1], b',' | b'\n' | b'\r');
+            } else {
+                end = Some(q + 1);
+            }
+            at = q + 1;
+        }
+    }
+    end
+}
+
+/// The CSV dialect of landing files: RFC 4180 quoting, rows of any length.
+fn csv_reader<R: Read>(headers: bool, input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(headers)
+        .from_reader(input)
 }
 
 /// Appends up to `limit` bytes of the input to `block` (no zero-filling); the bytes read before an
@@ -481,10 +520,10 @@ pub fn parse(work: Work, options: &Options) -> Chunk {
         } => parse_lines(seq, first_index, data, unreadable, options),
         Work::Csv {
             seq,
-            first_index,
             layout,
-            records,
-        } => parse_csv(seq, first_index, &layout, records, options),
+            data,
+            unreadable,
+        } => parse_csv(seq, &layout, data, unreadable, options),
         Work::Rows {
             seq,
             first_index,
@@ -564,8 +603,8 @@ fn parse_lines(
     chunk
 }
 
-fn cell(record: &csv::ByteRecord, i: Option<usize>) -> Option<Cow<'_, str>> {
-    let bytes = record.get(i?)?;
+fn cell<'a>(cells: &'a [Cow<'a, [u8]>], i: Option<usize>) -> Option<Cow<'a, str>> {
+    let bytes = cells.get(i?)?;
     if bytes.is_empty() {
         None
     } else {
@@ -574,12 +613,92 @@ fn cell(record: &csv::ByteRecord, i: Option<usize>) -> Option<Cow<'_, str>> {
 }
 
 /// A CSV record's raw text for the quarantine: its cells joined by commas.
-pub fn csv_raw(record: &csv::ByteRecord) -> String {
-    record
+pub fn csv_raw(cells: &[Cow<'_, [u8]>]) -> String {
+    cells
         .iter()
-        .map(String::from_utf8_lossy)
+        .map(|c| String::from_utf8_lossy(c))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The raw text of the one CSV record that `text` holds.
+pub fn csv_record_raw(text: &[u8]) -> String {
+    let mut raw = String::new();
+    csv_records(text, |_, cells| raw = csv_raw(cells));
+    raw
+}
+
+/// Calls `each` with the byte range and the cells of every record of `block` (whole records, as
+/// [`csv_records_end`] cuts them), read as the `csv` crate reads them: RFC 4180 quotes (`""` is a
+/// quote inside a quoted cell; after the closing quote, bytes up to the next comma are kept as
+/// they are; a quote elsewhere is an ordinary byte), `\r`, `\n` or `\r\n` ending a record, blank
+/// lines skipped. Cells borrow from the block unless an escaped quote must be undone.
+pub fn csv_records<'a>(block: &'a [u8], mut each: impl FnMut((usize, usize), &[Cow<'a, [u8]>])) {
+    let n = block.len();
+    let mut at = 0;
+    let mut cells: Vec<Cow<'a, [u8]>> = Vec::new();
+    let field_end =
+        |from: usize| memchr::memchr3(b',', b'\n', b'\r', &block[from..]).map_or(n, |p| from + p);
+    while at < n {
+        if matches!(block[at], b'\n' | b'\r') {
+            at += 1; // a blank line, or the LF of a CRLF
+            continue;
+        }
+        let start = at;
+        cells.clear();
+        loop {
+            if at < n && block[at] == b'"' {
+                at += 1;
+                let mut owned: Option<Vec<u8>> = None;
+                let mut piece = at;
+                let content_end = loop {
+                    match memchr::memchr(b'"', &block[at..]) {
+                        None => {
+                            at = n; // an open quote runs to the end of the input
+                            break n;
+                        }
+                        Some(p) if block.get(at + p + 1) == Some(&b'"') => {
+                            let q = at + p;
+                            owned
+                                .get_or_insert_with(Vec::new)
+                                .extend_from_slice(&block[piece..=q]);
+                            at = q + 2;
+                            piece = at;
+                        }
+                        Some(p) => {
+                            let q = at + p;
+                            at = q + 1;
+                            break q;
+                        }
+                    }
+                };
+                let tail = field_end(at);
+                if owned.is_none() && tail == at {
+                    cells.push(Cow::Borrowed(&block[piece..content_end]));
+                } else {
+                    let mut text = owned.unwrap_or_default();
+                    text.extend_from_slice(&block[piece..content_end]);
+                    text.extend_from_slice(&block[at..tail]);
+                    cells.push(Cow::Owned(text));
+                }
+                at = tail;
+            } else {
+                let end = field_end(at);
+                cells.push(Cow::Borrowed(&block[at..end]));
+                at = end;
+            }
+            if at < n && block[at] == b',' {
+                at += 1;
+                continue;
+            }
+            break;
+        }
+        let end = at;
+        if at < n {
+            at += 1; // the terminator (an LF after a CR is skipped as a blank line)
+        }
+        each((start, end), &cells);
+    }
 }
 
 fn is_integer_text(s: &str) -> bool {
@@ -601,15 +720,15 @@ fn csv_ts(text: Cow<'_, str>) -> Value<'_> {
 
 fn parse_csv(
     seq: u64,
-    first_index: u64,
     layout: &CsvLayout,
-    records: Vec<csv::ByteRecord>,
+    data: Vec<u8>,
+    unreadable: Option<String>,
     options: &Options,
 ) -> Chunk {
     let mut b = Builder::new(seq, options);
-    let mut kept = Vec::with_capacity(records.len());
-    for (n, rec) in records.iter().enumerate() {
-        let index = first_index + n as u64;
+    let mut kept: Vec<(u32, u32)> = Vec::new();
+    let mut index = 0u64; // relative: the sequencer knows how many records came before
+    csv_records(&data, |(start, end), rec| {
         b.chunk.rows_in += 1;
         let raw = || csv_raw(rec);
         let mark = b.chunk.vectors.len();
@@ -639,8 +758,7 @@ fn parse_csv(
                 })
             }
         };
-        let vector = match vector {
-            Ok(v) => v,
+        match vector {
             Err(e) => {
                 b.chunk.vectors.truncate(mark);
                 b.reject(
@@ -649,38 +767,37 @@ fn parse_csv(
                     format!("vector is not valid JSON: {e}"),
                     &raw(),
                 );
-                continue;
             }
-        };
-        let fields = Fields {
-            id: cell(rec, layout.id).map(Value::Str),
-            ts: cell(rec, layout.ts).map(csv_ts),
-            model: cell(rec, layout.model).map(Value::Str),
-            source: cell(rec, layout.source).map(Value::Str),
-            vector,
-            extras: layout
-                .extras
-                .iter()
-                .filter_map(|(name, i)| {
-                    cell(rec, Some(*i)).map(|v| (Cow::Borrowed(name.as_str()), Value::Str(v)))
-                })
-                .collect(),
-        };
-        if b.finish_record(index, &fields, mark, &raw) {
-            kept.push(n);
+            Ok(vector) => {
+                let fields = Fields {
+                    id: cell(rec, layout.id).map(Value::Str),
+                    ts: cell(rec, layout.ts).map(csv_ts),
+                    model: cell(rec, layout.model).map(Value::Str),
+                    source: cell(rec, layout.source).map(Value::Str),
+                    vector,
+                    extras: layout
+                        .extras
+                        .iter()
+                        .filter_map(|(name, i)| {
+                            cell(rec, Some(*i))
+                                .map(|v| (Cow::Borrowed(name.as_str()), Value::Str(v)))
+                        })
+                        .collect(),
+                };
+                if b.finish_record(index, &fields, mark, &raw) {
+                    // Its raw text is only rebuilt if a later record turns out to repeat it.
+                    kept.push((start as u32, end as u32));
+                }
+            }
         }
-    }
+        index += 1;
+    });
     let _ = &layout.headers;
-    // The good rows' records move into the chunk as they are: their text is only rebuilt if a
-    // later record turns out to be a duplicate of one.
-    let mut kept = kept.into_iter().peekable();
-    let kept_records = records
-        .into_iter()
-        .enumerate()
-        .filter_map(|(n, r)| (kept.next_if_eq(&n).is_some()).then_some(r))
-        .collect();
     let mut chunk = b.done();
-    chunk.raws = Raws::Csv(kept_records);
+    chunk.relative = true;
+    chunk.records = index;
+    chunk.unreadable = unreadable.map(|why| (index, why));
+    chunk.raws = Raws::CsvText(data, kept);
     chunk
 }
 
@@ -1205,9 +1322,10 @@ pub fn count(
         Format::Jsonl => count_lines(&mut open_file(input)?),
         Format::JsonlGz => count_lines(&mut gunzip(input)?),
         Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_reader(BufReader::with_capacity(BLOCK_BYTES, open_file(input)?));
+            let mut reader = csv_reader(
+                true,
+                BufReader::with_capacity(BLOCK_BYTES, open_file(input)?),
+            );
             let mut record = csv::ByteRecord::new();
             let mut n = 0;
             while reader
@@ -1233,6 +1351,93 @@ pub fn count(
                     ))
                 })?;
             Ok((builder.metadata().file_metadata().num_rows() as u64, None))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{csv_records, csv_records_end};
+
+    /// Each record the `csv` crate reads from `text`: its cells and where it ends.
+    fn crate_records(text: &[u8]) -> Vec<(Vec<Vec<u8>>, usize)> {
+        let mut reader = super::csv_reader(false, text);
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while reader.read_byte_record(&mut record).unwrap() {
+            let cells = record.iter().map(<[u8]>::to_vec).collect();
+            out.push((cells, reader.position().byte() as usize));
+        }
+        out
+    }
+
+    fn our_records(text: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        csv_records(text, |_, cells| {
+            out.push(cells.iter().map(|c| c.to_vec()).collect())
+        });
+        out
+    }
+
+    /// Texts of CSV's special bytes, tens of thousands of them, from a fixed seed.
+    fn texts() -> impl Iterator<Item = Vec<u8>> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"ab,\"\n\r";
+        (0..5_000).map(move |_| {
+            let len = (next() % 24) as usize;
+            (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect()
+        })
+    }
+
+    #[test]
+    fn records_split_as_the_csv_crate_splits_them() {
+        for text in texts().chain([
+            b"a,\"x\ny\",1\r\n\"\"\"q\"\"\",\"\"\n5\",in\"ch,\"z\r\n\",2\n\nlast,\"open\n".to_vec(),
+        ]) {
+            let expected: Vec<_> = crate_records(&text).into_iter().map(|(c, _)| c).collect();
+            assert_eq!(
+                our_records(&text),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn block_ends_fall_between_records_only() {
+        for text in texts() {
+            let ends: Vec<usize> = crate_records(&text).into_iter().map(|(_, e)| e).collect();
+            for len in 0..=text.len() {
+                let block = &text[..len];
+                let cut = csv_records_end(block).unwrap_or(0);
+                // The records before the cut are whole: read alone, they are what the crate reads.
+                let before: Vec<_> = crate_records(&text)
+                    .into_iter()
+                    .filter(|(_, e)| *e <= cut)
+                    .map(|(c, _)| c)
+                    .collect();
+                assert_eq!(
+                    our_records(&block[..cut]),
+                    before,
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(block)
+                );
+                // No record that ends inside the block (before its last byte) is left behind.
+                assert!(
+                    !ends.iter().any(|&e| e > cut && e < len),
+                    "{:?}",
+                    String::from_utf8_lossy(block)
+                );
+            }
         }
     }
 }

@@ -2,14 +2,19 @@
 //! low-cardinality strings, chunk statistics; and the rejects file.
 
 use std::fs::{self, File};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use crate::engine::{DataFile, Options, Result};
@@ -92,22 +97,82 @@ fn create_file(path: &Path) -> Result<File> {
     Ok(File::create(path)?)
 }
 
-/// Rows handed to the Parquet encoder at a time (see [`DayWriter::write`]).
+/// Rows handed to the Parquet encoder at a time (see [`RowGroupEncoder::encode`]).
 const WRITE_SLICE_ROWS: usize = 2048;
+
+/// Output is written in pieces this large: the page writer's own 8 KiB buffer passes most page
+/// writes straight through, and many small writes cost the kernel far more than a few big ones.
+const FILE_BUFFER_BYTES: usize = 4 << 20;
+
+/// One row group, encoded and compressed, waiting to be appended to its day's file.
+pub struct EncodedRowGroup {
+    rows: u64,
+    chunks: Vec<ArrowColumnChunk>,
+}
+
+/// Encodes row groups of the data-file schema; one is shared by all encoder threads (every data
+/// file has the same schema and writer properties), so row groups are encoded in parallel and
+/// only appended to their files in order.
+pub struct RowGroupEncoder {
+    factory: ArrowRowGroupWriterFactory,
+}
+
+impl RowGroupEncoder {
+    pub fn new(options: &Options) -> Result<Self> {
+        let props = data_properties(options)?;
+        let (_, factory) = ArrowWriter::try_new(std::io::sink(), embeddings_schema(), Some(props))?
+            .into_serialized_writer()?;
+        Ok(RowGroupEncoder { factory })
+    }
+
+    /// Encodes `slabs` (in order) as one row group. Each slab is dropped as soon as it is encoded,
+    /// so the raw rows and their compressed pages are not both held in full. Slabs go to the
+    /// encoder in slices: arrow-rs materialises two 16-bit levels per list element of what it is
+    /// given, which for a whole row group of vectors would cost as much memory again as the floats.
+    pub fn encode(&self, slabs: Vec<RecordBatch>) -> Result<EncodedRowGroup> {
+        let schema = embeddings_schema();
+        let mut writers = self.factory.create_column_writers(0)?;
+        let mut rows = 0u64;
+        for slab in slabs {
+            let mut offset = 0;
+            while offset < slab.num_rows() {
+                let len = WRITE_SLICE_ROWS.min(slab.num_rows() - offset);
+                let part = slab.slice(offset, len);
+                let mut leaves = writers.iter_mut();
+                for (field, column) in schema.fields().iter().zip(part.columns()) {
+                    for leaf in compute_leaves(field, column)? {
+                        leaves
+                            .next()
+                            .expect("one column writer per leaf")
+                            .write(&leaf)?;
+                    }
+                }
+                offset += len;
+            }
+            rows += slab.num_rows() as u64;
+        }
+        let chunks = writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<parquet::errors::Result<Vec<_>>>()?;
+        Ok(EncodedRowGroup { rows, chunks })
+    }
+}
 
 /// One day's data file, open for row groups.
 pub struct DayWriter {
     path: PathBuf,
     day: String,
     rows: u64,
-    writer: ArrowWriter<File>,
+    writer: SerializedFileWriter<BufWriter<File>>,
 }
 
 impl DayWriter {
     pub fn create(path: &Path, day: String, options: &Options) -> Result<Self> {
-        let file = create_file(path)?;
-        let writer =
-            ArrowWriter::try_new(file, embeddings_schema(), Some(data_properties(options)?))?;
+        let file = BufWriter::with_capacity(FILE_BUFFER_BYTES, create_file(path)?);
+        let (writer, _) =
+            ArrowWriter::try_new(file, embeddings_schema(), Some(data_properties(options)?))?
+                .into_serialized_writer()?;
         Ok(DayWriter {
             path: path.to_path_buf(),
             day,
@@ -116,23 +181,23 @@ impl DayWriter {
         })
     }
 
-    /// Writes `batch` as one row group of its own. It is fed to the encoder in slices: arrow-rs
-    /// materialises two 16-bit levels per list element of what it is given, which for a whole row
-    /// group of vectors would cost as much memory again as the floats themselves.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = WRITE_SLICE_ROWS.min(batch.num_rows() - offset);
-            self.writer.write(&batch.slice(offset, len))?;
-            offset += len;
+    /// Appends an encoded row group as the file's next one.
+    pub fn append(&mut self, group: EncodedRowGroup) -> Result<()> {
+        let mut row_group = self.writer.next_row_group()?;
+        for chunk in group.chunks {
+            chunk.append_to_row_group(&mut row_group)?;
         }
-        self.writer.flush()?;
-        self.rows += batch.num_rows() as u64;
+        row_group.close()?;
+        self.rows += group.rows;
         Ok(())
     }
 
     pub fn finish(self) -> Result<DataFile> {
-        self.writer.close()?;
+        // Writes the footer; the file buffer is flushed (and errors seen) before the size is read.
+        self.writer
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
         let bytes = fs::metadata(&self.path)?.len();
         Ok(DataFile {
             path: self.path,
