@@ -442,18 +442,26 @@ impl<'o> Builder<'o> {
         mark: usize,
         raw: &dyn Fn() -> String,
     ) -> bool {
+        let kept = self.keep(index, fields, mark, raw);
+        if !kept {
+            self.chunk.vectors.truncate(mark);
+        }
+        kept
+    }
+
+    /// Validates `fields` whose vector values sit at `vectors[at..]`; records the row or the
+    /// reject, and leaves the values where they are. Returns whether the row was kept.
+    fn keep(&mut self, index: u64, fields: &Fields, at: usize, raw: &dyn Fn() -> String) -> bool {
         let dims = self.options.dims;
         let valid = match record::validate(fields, dims) {
             Ok(v) => v,
             Err((reason, detail)) => {
-                self.chunk.vectors.truncate(mark);
                 self.reject(index, reason, detail, &raw());
                 return false;
             }
         };
-        let row = &self.chunk.vectors[mark..mark + dims];
-        if !row.iter().all(|v| v.is_finite()) {
-            self.chunk.vectors.truncate(mark);
+        let (finite, norm) = finite_and_norm(&self.chunk.vectors[at..at + dims]);
+        if !finite {
             self.reject(
                 index,
                 Reason::NonFinite,
@@ -462,11 +470,6 @@ impl<'o> Builder<'o> {
             );
             return false;
         }
-        let norm = row
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
         let c = &mut self.chunk;
         c.index.push(index);
         c.ids.push(valid.id);
@@ -484,6 +487,26 @@ impl<'o> Builder<'o> {
         }
         self.chunk
     }
+}
+
+/// Whether every value of `row` is finite, and its L2 norm (summed in f64): one pass, in eight
+/// independent lanes so that it vectorises (a single running sum is one long dependency chain).
+fn finite_and_norm(row: &[f32]) -> (bool, f64) {
+    let mut sums = [0f64; 8];
+    let mut finite = true;
+    let lanes = row.chunks_exact(8);
+    let rest = lanes.remainder();
+    for lane in lanes {
+        for (sum, &v) in sums.iter_mut().zip(lane) {
+            finite &= v.is_finite();
+            *sum += f64::from(v) * f64::from(v);
+        }
+    }
+    for (sum, &v) in sums.iter_mut().zip(rest) {
+        finite &= v.is_finite();
+        *sum += f64::from(v) * f64::from(v);
+    }
+    (finite, sums.iter().sum::<f64>().sqrt())
 }
 
 /// Splits a parsed JSON object into the contract's fields.
@@ -801,6 +824,28 @@ fn parse_csv(
     chunk
 }
 
+/// The fields of a binary row from its metadata object; a reject if that is not one.
+fn meta_fields<'a>(
+    b: &mut Builder,
+    index: u64,
+    text: &'a str,
+    vector: VectorField,
+    dummy: &mut Vec<f32>,
+) -> Option<Fields<'a>> {
+    dummy.clear();
+    match json::parse_record(text, dummy) {
+        Ok(rec) => Some(fields_of(rec, vector)),
+        Err(e) => {
+            let detail = match e {
+                Ok(kind) => format!("metadata must be a JSON object, got {kind}"),
+                Err(e) => format!("metadata is not valid JSON: {e}"),
+            };
+            b.reject(index, Reason::MalformedRecord, detail, text);
+            None
+        }
+    }
+}
+
 fn parse_rows(
     seq: u64,
     first_index: u64,
@@ -810,20 +855,38 @@ fn parse_rows(
 ) -> Chunk {
     let mut b = Builder::new(seq, options);
     let mut dummy = Vec::new();
+    if let Vectors::F32(values, d) = vectors {
+        // The block's floats become the chunk's: good rows stay in place, and only the rows after
+        // a rejected one move up.
+        b.chunk.vectors = values;
+        let mut kept = 0;
+        for (n, text) in meta.iter().enumerate() {
+            let index = first_index + n as u64;
+            b.chunk.rows_in += 1;
+            let vector = VectorField::Array {
+                len: d,
+                first_bad: None,
+            };
+            let Some(fields) = meta_fields(&mut b, index, text, vector, &mut dummy) else {
+                continue;
+            };
+            if b.keep(index, &fields, n * d, &|| text.clone()) {
+                if kept != n * d {
+                    b.chunk.vectors.copy_within(n * d..(n + 1) * d, kept);
+                }
+                kept += d;
+                b.raws.push(text.clone());
+            }
+        }
+        b.chunk.vectors.truncate(kept);
+        return b.done();
+    }
     for (n, text) in meta.iter().enumerate() {
         let index = first_index + n as u64;
         b.chunk.rows_in += 1;
         let mark = b.chunk.vectors.len();
         let vector = match &vectors {
-            Vectors::F32(values, d) => {
-                b.chunk
-                    .vectors
-                    .extend_from_slice(&values[n * d..(n + 1) * d]);
-                VectorField::Array {
-                    len: *d,
-                    first_bad: None,
-                }
-            }
+            Vectors::F32(..) => unreachable!("float32 blocks are taken in place above"),
             Vectors::F64(values, d) => {
                 b.chunk
                     .vectors
@@ -848,18 +911,9 @@ fn parse_rows(
                 },
             },
         };
-        dummy.clear();
-        let fields = match json::parse_record(text, &mut dummy) {
-            Ok(rec) => fields_of(rec, vector),
-            Err(e) => {
-                b.chunk.vectors.truncate(mark);
-                let detail = match e {
-                    Ok(kind) => format!("metadata must be a JSON object, got {kind}"),
-                    Err(e) => format!("metadata is not valid JSON: {e}"),
-                };
-                b.reject(index, Reason::MalformedRecord, detail, text);
-                continue;
-            }
+        let Some(fields) = meta_fields(&mut b, index, text, vector, &mut dummy) else {
+            b.chunk.vectors.truncate(mark);
+            continue;
         };
         if b.finish_record(index, &fields, mark, &|| text.clone()) {
             b.raws.push(text.clone());
