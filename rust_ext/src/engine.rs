@@ -218,11 +218,7 @@ pub fn convert(
     };
     let (work_tx, work_rx) = bounded::<Work>(threads * 2);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(threads * 2);
-    // Row groups are handed straight to an idle encoder (no queue), one encoder per core, and
-    // appended in order: memory stays near three row groups (the day buffers and two being
-    // encoded, each freed slab by slab as its pages are compressed) whatever the input size.
-    let (group_tx, group_rx) = bounded::<RowGroupWork>(0);
-    let (encoded_tx, encoded_rx) = bounded(threads);
+    let (encoded_tx, encoded_rx) = bounded::<Encoded>(threads);
     let encoder = RowGroupEncoder::new(options)?;
     // Blocks in flight, from the reader to the sequencer. The channels alone do not bound them: a
     // slow worker holding block N lets the others run ahead, and their chunks wait in the
@@ -247,26 +243,25 @@ pub fn convert(
         }
         drop(chunk_tx);
         drop(work_rx);
-        let mut encoders = Vec::new();
-        for _ in 0..threads {
-            let rx = group_rx.clone();
-            let tx = encoded_tx.clone();
-            let encoder = &encoder;
-            encoders.push(scope.spawn(move || encode_row_groups(rx, tx, encoder)));
-        }
-        drop(encoded_tx);
-        drop(group_rx);
         let out_dir = out_dir.to_path_buf();
         let writer_options = Arc::clone(&options);
         let writer = scope.spawn(move || write_days(encoded_rx, &out_dir, &writer_options));
-        let sequenced = sequence(chunk_rx, group_tx, slot_tx, rejects_path, &options);
+        let groups = RowGroups {
+            scope,
+            encoder: &encoder,
+            appender: encoded_tx,
+            options: &options,
+            threads,
+            open: HashMap::new(),
+            numbers: HashMap::new(),
+            closing: Default::default(),
+            buffered: 0,
+        };
+        let sequenced = sequence(chunk_rx, groups, slot_tx, rejects_path, &options);
         // Join everything before reporting, so no thread outlives a failure.
         let read = reader.join().expect("reader thread panicked");
         for w in workers {
             w.join().expect("parse worker panicked");
-        }
-        for e in encoders {
-            e.join().expect("encoder panicked");
         }
         let files = writer.join().expect("writer thread panicked");
         read?;
@@ -330,64 +325,164 @@ impl Slab {
     }
 }
 
-/// Rows of one day waiting to become a row group: full slabs, and the one being filled.
-#[derive(Default)]
-struct DayRows {
-    slabs: Vec<RecordBatch>,
-    open: Slab,
+/// An encoded row group (or why it could not be encoded), for the appender: its day and its
+/// number among that day's row groups.
+type Encoded = (i64, u64, Result<EncodedRowGroup>);
+
+/// The row group a day is filling: the slab being filled, and the thread that encodes the full
+/// slabs as they come (started with the first one).
+struct OpenGroup<'scope> {
+    number: u64,
     rows: usize,
+    slab: Slab,
+    encoding: Option<(Sender<RecordBatch>, thread::ScopedJoinHandle<'scope, ()>)>,
 }
 
-impl DayRows {
-    fn len(&self) -> usize {
-        self.rows
-    }
+/// The open row groups, one per day. Each is encoded on its own thread while it fills, so the
+/// cores compress pages from the first slab on rather than once a whole row group is buffered;
+/// a closed one finishes on its thread, at most `threads` of them at once, and goes to the
+/// appender. Rows held (raw in the open slabs and queues, or encoded) stay near two row groups.
+struct RowGroups<'scope, 'env> {
+    scope: &'scope thread::Scope<'scope, 'env>,
+    encoder: &'env RowGroupEncoder,
+    appender: Sender<Encoded>,
+    options: &'env Options,
+    threads: usize,
+    open: HashMap<i64, OpenGroup<'scope>>,
+    numbers: HashMap<i64, u64>,
+    closing: std::collections::VecDeque<thread::ScopedJoinHandle<'scope, ()>>,
+    /// Rows in the open groups.
+    buffered: usize,
+}
 
+impl<'scope, 'env> RowGroups<'scope, 'env> {
     fn push(
         &mut self,
+        day: i64,
         row: (String, String, i64, Option<String>, Option<String>),
         vector: &[f32],
-        options: &Options,
     ) -> Result<()> {
+        let options = self.options;
         let slab_rows = SLAB_ROWS.min(options.row_group_rows.max(1));
-        let open = &mut self.open;
-        if open.vectors.capacity() == 0 {
-            open.vectors.reserve_exact(slab_rows * options.dims);
+        let group = match self.open.entry(day) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let number = self.numbers.entry(day).or_default();
+                *number += 1;
+                e.insert(OpenGroup {
+                    number: *number - 1,
+                    rows: 0,
+                    slab: Slab::default(),
+                    encoding: None,
+                })
+            }
+        };
+        let slab = &mut group.slab;
+        if slab.vectors.capacity() == 0 {
+            slab.vectors.reserve_exact(slab_rows * options.dims);
         }
         let (id, model, ts, source, payload) = row;
-        open.ids.push(id);
-        open.models.push(model);
-        open.ts.push(ts);
-        open.sources.push(source);
-        open.payloads.push(payload);
-        open.vectors.extend_from_slice(vector);
-        self.rows += 1;
-        if open.len() >= slab_rows {
-            let full = std::mem::take(&mut self.open);
-            self.slabs.push(full.into_batch(options)?);
+        slab.ids.push(id);
+        slab.models.push(model);
+        slab.ts.push(ts);
+        slab.sources.push(source);
+        slab.payloads.push(payload);
+        slab.vectors.extend_from_slice(vector);
+        group.rows += 1;
+        self.buffered += 1;
+        if slab.len() >= slab_rows {
+            let full = std::mem::take(slab).into_batch(options)?;
+            let (scope, encoder, appender) = (self.scope, self.encoder, &self.appender);
+            let (slabs, _) = group
+                .encoding
+                .get_or_insert_with(|| start_encoding(scope, encoder, appender, day, group.number));
+            // A failed encoder has reported its error to the appender already.
+            let _ = slabs.send(full);
+        }
+        if group.rows >= options.row_group_rows {
+            self.close(day)?;
         }
         Ok(())
     }
 
-    /// The buffered rows, as slabs in order, leaving the buffer empty.
-    fn take(&mut self, options: &Options) -> Result<Vec<RecordBatch>> {
-        let rows = std::mem::take(self);
-        let mut slabs = rows.slabs;
-        if rows.open.len() > 0 {
-            slabs.push(rows.open.into_batch(options)?);
+    /// With many days open at once, closes the largest groups early, so that about one row
+    /// group's rows are open in all (checked once per chunk, as rows arrive a chunk at a time).
+    fn balance(&mut self) -> Result<()> {
+        while self.buffered > self.options.row_group_rows {
+            let (&day, _) = self
+                .open
+                .iter()
+                .max_by_key(|(_, g)| g.rows)
+                .expect("rows are buffered");
+            self.close(day)?;
         }
-        Ok(slabs)
+        Ok(())
+    }
+
+    /// Closes the day's row group: its last rows go to its encoder, which finishes on its own.
+    fn close(&mut self, day: i64) -> Result<()> {
+        let Some(mut group) = self.open.remove(&day) else {
+            return Ok(());
+        };
+        self.buffered -= group.rows;
+        let (scope, encoder, appender) = (self.scope, self.encoder, &self.appender);
+        let (slabs, handle) = group
+            .encoding
+            .take()
+            .unwrap_or_else(|| start_encoding(scope, encoder, appender, day, group.number));
+        if group.slab.len() > 0 {
+            let _ = slabs.send(std::mem::take(&mut group.slab).into_batch(self.options)?);
+        }
+        drop(slabs);
+        self.closing.push_back(handle);
+        // Bound the row groups still encoding after their close (and so the memory they hold).
+        while self.closing.len() > self.threads {
+            let oldest = self.closing.pop_front().expect("one is closing");
+            oldest.join().expect("row group encoder panicked");
+        }
+        Ok(())
+    }
+
+    /// Closes every open row group, in day order.
+    fn finish(mut self) -> Result<()> {
+        let mut days: Vec<i64> = self.open.keys().copied().collect();
+        days.sort_unstable();
+        for day in days {
+            self.close(day)?;
+        }
+        Ok(())
     }
 }
 
-/// A row group for the encoders: its order among all row groups, its day, its slabs.
-type RowGroupWork = (u64, i64, Vec<RecordBatch>);
+/// Starts the thread that encodes one row group's slabs as they are sent, then hands the encoded
+/// row group (or its error) to the appender.
+fn start_encoding<'scope, 'env>(
+    scope: &'scope thread::Scope<'scope, 'env>,
+    encoder: &'env RowGroupEncoder,
+    appender: &Sender<Encoded>,
+    day: i64,
+    number: u64,
+) -> (Sender<RecordBatch>, thread::ScopedJoinHandle<'scope, ()>) {
+    // Unbounded: what an open group holds is bounded by the sequencer's row count instead.
+    let (tx, rx) = crossbeam_channel::unbounded::<RecordBatch>();
+    let appender = appender.clone();
+    let handle = scope.spawn(move || {
+        let encoded = encoder.start().and_then(|mut group| {
+            for slab in rx {
+                group.write(&slab)?;
+            }
+            group.finish()
+        });
+        let _ = appender.send((day, number, encoded));
+    });
+    (tx, handle)
+}
 
 /// Takes chunks in record order: drops duplicate keys, splits rows by day into row groups, writes
 /// the rejects.
 fn sequence(
     rx: Receiver<Chunk>,
-    batches: Sender<RowGroupWork>,
+    mut groups: RowGroups,
     slots: Sender<Vec<u8>>,
     rejects_path: &Path,
     options: &Options,
@@ -395,8 +490,6 @@ fn sequence(
     let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
     let mut next = 0u64;
     let mut seen: HashSet<Box<[u8]>> = HashSet::new();
-    let mut days: HashMap<i64, DayRows> = HashMap::new();
-    let mut buffered = 0usize;
     let mut rejects = RejectsWriter::new(rejects_path, options);
     let mut summary = Summary {
         norm_min: f64::INFINITY,
@@ -406,14 +499,6 @@ fn sequence(
     let mut stopped = false;
     let mut key = Vec::new();
     let mut base_index = 0u64;
-    let mut groups = 0u64;
-    let mut send = |day: i64, rows: &mut DayRows| -> Result<()> {
-        let slabs = rows.take(options)?;
-        groups += 1;
-        batches
-            .send((groups - 1, day, slabs))
-            .map_err(|_| Error::Io("the Parquet writer stopped".into()))
-    };
     for chunk in rx {
         pending.insert(chunk.seq, chunk);
         while let Some(mut chunk) = pending.remove(&next) {
@@ -465,9 +550,9 @@ fn sequence(
                 summary.norm_sum += norm;
                 summary.rows_good += 1;
                 let day = chunk.ts[row].div_euclid(DAY_MICROS);
-                let rows = days.entry(day).or_default();
                 let d = options.dims;
-                rows.push(
+                groups.push(
+                    day,
                     (
                         std::mem::take(&mut chunk.ids[row]),
                         model,
@@ -476,24 +561,9 @@ fn sequence(
                         chunk.payloads[row].take(),
                     ),
                     &chunk.vectors[row * d..(row + 1) * d],
-                    options,
                 )?;
-                buffered += 1;
-                if rows.len() >= options.row_group_rows {
-                    buffered -= rows.len();
-                    send(day, rows)?;
-                }
             }
-            // Many days open at once: flush the largest early so the buffers hold one row group in all.
-            while buffered > options.row_group_rows {
-                let (&day, _) = days
-                    .iter()
-                    .max_by_key(|(_, r)| r.len())
-                    .expect("rows are buffered");
-                let rows = days.get_mut(&day).expect("day exists");
-                buffered -= rows.len();
-                send(day, rows)?;
-            }
+            groups.balance()?;
             if let Some((index, why)) = chunk.unreadable.take() {
                 summary.rows_in += 1;
                 chunk_rejects.push(Reject {
@@ -513,11 +583,7 @@ fn sequence(
             let _ = slots.try_send(chunk.into_block());
         }
     }
-    let mut remaining: Vec<_> = days.into_iter().filter(|(_, r)| r.len() > 0).collect();
-    remaining.sort_by_key(|(day, _)| *day);
-    for (day, mut rows) in remaining {
-        send(day, &mut rows)?;
-    }
+    groups.finish()?;
     summary.rejects_path = rejects.finish()?;
     if summary.rows_good == 0 {
         summary.norm_min = f64::NAN;
@@ -526,37 +592,21 @@ fn sequence(
     Ok(summary)
 }
 
-/// Encodes row groups as they come; several of these run at once.
-fn encode_row_groups(
-    rx: Receiver<RowGroupWork>,
-    tx: Sender<(u64, i64, Result<EncodedRowGroup>)>,
-    encoder: &RowGroupEncoder,
-) {
-    for (order, day, slabs) in rx {
-        if tx.send((order, day, encoder.encode(slabs))).is_err() {
-            return;
-        }
-    }
-}
-
-/// Appends encoded row groups, in the order the sequencer made them, to one Parquet file per day;
-/// returns the files, sorted by day.
-fn write_days(
-    rx: Receiver<(u64, i64, Result<EncodedRowGroup>)>,
-    out_dir: &Path,
-    options: &Options,
-) -> Result<Vec<DataFile>> {
+/// Appends encoded row groups to one Parquet file per day, each day's in the order they were
+/// opened; returns the files, sorted by day.
+fn write_days(rx: Receiver<Encoded>, out_dir: &Path, options: &Options) -> Result<Vec<DataFile>> {
     let mut open: BTreeMap<i64, DayWriter> = BTreeMap::new();
     let mut waiting = BTreeMap::new();
-    let mut next = 0u64;
+    let mut next: HashMap<i64, u64> = HashMap::new();
     let mut failure = None;
-    for (order, day, group) in rx {
+    for (day, number, group) in rx {
         if failure.is_some() {
-            continue; // keep draining so the encoders never block on a dead writer
+            continue; // keep draining so no encoder blocks on a dead writer
         }
-        waiting.insert(order, (day, group));
-        while let Some((day, group)) = waiting.remove(&next) {
-            next += 1;
+        waiting.insert((day, number), group);
+        let next = next.entry(day).or_default();
+        while let Some(group) = waiting.remove(&(day, *next)) {
+            *next += 1;
             let result = group.and_then(|group| match open.entry(day) {
                 std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().append(group),
                 std::collections::btree_map::Entry::Vacant(e) => {

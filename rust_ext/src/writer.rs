@@ -97,7 +97,7 @@ fn create_file(path: &Path) -> Result<File> {
     Ok(File::create(path)?)
 }
 
-/// Rows handed to the Parquet encoder at a time (see [`RowGroupEncoder::encode`]).
+/// Rows handed to the Parquet encoder at a time (see [`OpenRowGroup::write`]).
 const WRITE_SLICE_ROWS: usize = 2048;
 
 /// Output is written in pieces this large: the page writer's own 8 KiB buffer passes most page
@@ -110,7 +110,7 @@ pub struct EncodedRowGroup {
     chunks: Vec<ArrowColumnChunk>,
 }
 
-/// Encodes row groups of the data-file schema; one is shared by all encoder threads (every data
+/// Starts row groups of the data-file schema; one is shared by all encoder threads (every data
 /// file has the same schema and writer properties), so row groups are encoded in parallel and
 /// only appended to their files in order.
 pub struct RowGroupEncoder {
@@ -125,37 +125,56 @@ impl RowGroupEncoder {
         Ok(RowGroupEncoder { factory })
     }
 
-    /// Encodes `slabs` (in order) as one row group. Each slab is dropped as soon as it is encoded,
-    /// so the raw rows and their compressed pages are not both held in full. Slabs go to the
-    /// encoder in slices: arrow-rs materialises two 16-bit levels per list element of what it is
-    /// given, which for a whole row group of vectors would cost as much memory again as the floats.
-    pub fn encode(&self, slabs: Vec<RecordBatch>) -> Result<EncodedRowGroup> {
+    /// A new row group to encode slab by slab.
+    pub fn start(&self) -> Result<OpenRowGroup> {
+        Ok(OpenRowGroup {
+            writers: self.factory.create_column_writers(0)?,
+            rows: 0,
+        })
+    }
+}
+
+/// A row group being encoded: its pages are compressed as slabs arrive.
+pub struct OpenRowGroup {
+    writers: Vec<ArrowColumnWriter>,
+    rows: u64,
+}
+
+impl OpenRowGroup {
+    /// Encodes `slab` as the row group's next rows. It goes to the encoder in slices: arrow-rs
+    /// materialises two 16-bit levels per list element of what it is given, which for a large
+    /// slab of vectors would cost as much memory again as the floats.
+    pub fn write(&mut self, slab: &RecordBatch) -> Result<()> {
         let schema = embeddings_schema();
-        let mut writers = self.factory.create_column_writers(0)?;
-        let mut rows = 0u64;
-        for slab in slabs {
-            let mut offset = 0;
-            while offset < slab.num_rows() {
-                let len = WRITE_SLICE_ROWS.min(slab.num_rows() - offset);
-                let part = slab.slice(offset, len);
-                let mut leaves = writers.iter_mut();
-                for (field, column) in schema.fields().iter().zip(part.columns()) {
-                    for leaf in compute_leaves(field, column)? {
-                        leaves
-                            .next()
-                            .expect("one column writer per leaf")
-                            .write(&leaf)?;
-                    }
+        let mut offset = 0;
+        while offset < slab.num_rows() {
+            let len = WRITE_SLICE_ROWS.min(slab.num_rows() - offset);
+            let part = slab.slice(offset, len);
+            let mut leaves = self.writers.iter_mut();
+            for (field, column) in schema.fields().iter().zip(part.columns()) {
+                for leaf in compute_leaves(field, column)? {
+                    leaves
+                        .next()
+                        .expect("one column writer per leaf")
+                        .write(&leaf)?;
                 }
-                offset += len;
             }
-            rows += slab.num_rows() as u64;
+            offset += len;
         }
-        let chunks = writers
+        self.rows += slab.num_rows() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<EncodedRowGroup> {
+        let chunks = self
+            .writers
             .into_iter()
             .map(ArrowColumnWriter::close)
             .collect::<parquet::errors::Result<Vec<_>>>()?;
-        Ok(EncodedRowGroup { rows, chunks })
+        Ok(EncodedRowGroup {
+            rows: self.rows,
+            chunks,
+        })
     }
 }
 
