@@ -138,9 +138,7 @@ def build_segment(
         index, engine = ExactIndex(dims, vectors), "exact"
     path = root / SEGMENTS / name
     path.mkdir(parents=True, exist_ok=True)
-    if engine != "exact":
-        index.save(path)
-    np.save(path / "vectors.npy", vectors)
+    index.save(path)  # both engines write the float32 rows as vectors.npy
     pq.write_table(meta, path / "meta.parquet")
     info = SegmentInfo(name=name, model=model, day=day, rows=rows, engine=engine)
     return _segment(info, index, vectors, meta)
@@ -169,9 +167,12 @@ def _segment(info: SegmentInfo, index: VectorIndex, vectors: np.ndarray, meta: p
 
 def load_segment(root: Path, info: SegmentInfo) -> Segment:
     path = root / SEGMENTS / info.name
-    vectors = np.load(path / "vectors.npy")
+    # Memory-mapped: a restart does not copy the rows, and processes serving one index share them.
+    vectors = np.load(path / "vectors.npy", mmap_mode="r")
     dims = vectors.shape[1]
-    index: VectorIndex = FaissHnsw.load(path, dims) if info.engine == "faiss-hnsw" else ExactIndex(dims, vectors)
+    index: VectorIndex = (
+        FaissHnsw.load(path, dims, vectors) if info.engine == "faiss-hnsw" else ExactIndex(dims, vectors)
+    )
     return _segment(info, index, vectors, pq.read_table(path / "meta.parquet"))
 
 
