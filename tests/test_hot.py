@@ -240,6 +240,11 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(client: TestClient, cas
     assert words in response.text
 
 
+def test_the_search_route_is_in_the_openapi_schema(client: TestClient) -> None:
+    post = client.get("/openapi.json").json()["paths"]["/search"]["post"]
+    assert "vector" in post["requestBody"]["content"]["application/json"]["schema"]["properties"]
+
+
 def test_the_metrics_move_when_queries_run(client: TestClient) -> None:
     def sample(text: str, name: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
