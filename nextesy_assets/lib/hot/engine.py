@@ -87,6 +87,7 @@ class FaissHnsw:
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self._index = index
         self.vectors = np.zeros((0, dims), dtype=np.float32) if vectors is None else vectors
+        self.ef_search = HNSW_EF_SEARCH
 
     def add(self, vectors: np.ndarray) -> None:
         if not len(vectors):
@@ -105,7 +106,7 @@ class FaissHnsw:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         take = max(k, RERANK)
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(HNSW_EF_SEARCH, take)
+        params.efSearch = max(self.ef_search, take)
         bitmap = None
         if allowed is not None:
             bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
