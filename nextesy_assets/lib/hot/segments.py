@@ -130,6 +130,7 @@ def build_segment(
         if isinstance(base, Segment) and isinstance(base.index, FaissHnsw):
             index: VectorIndex = base.index
             index.add(vectors[len(base.vectors) :])
+            vectors = index.vectors  # the engine's copy: one in memory, not two
         else:
             index = FaissHnsw(dims)
             index.add(vectors)

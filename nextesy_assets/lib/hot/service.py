@@ -258,6 +258,17 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
     faiss.omp_set_num_threads(1)
     service = Service(settings)
 
+    # Searches run on as many threads as there are cores, not one per request: FAISS releases the GIL, so
+    # two walks run side by side while the event loop parses the next requests, and eight concurrent
+    # requests do not become eight threads thrashing two cores' caches (measured in bench/hot).
+    # OpenMP's thread count is per calling thread, so each searcher sets its own.
+    searchers = ThreadPoolExecutor(
+        max_workers=os.cpu_count() or 1,
+        thread_name_prefix="hot-search",
+        initializer=faiss.omp_set_num_threads,
+        initargs=(1,),
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
@@ -269,6 +280,7 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
         stop.set()
         if thread is not None:
             thread.join(timeout=5)
+        searchers.shutdown(wait=False)
 
     app = FastAPI(title="nextesy hot tier", lifespan=lifespan)
     app.state.service = service
@@ -277,11 +289,6 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:
         service.metrics.requests.labels(tier="none", status=str(exc.status)).inc()
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-
-    # Searches run on as many threads as there are cores, not one per request: FAISS releases the GIL, so
-    # two walks run side by side while the event loop parses the next requests, and eight concurrent
-    # requests do not become eight threads thrashing two cores' caches (measured in bench/hot).
-    searchers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="hot-search")
 
     async def search(request: Request) -> Response:
         started = time.perf_counter()
