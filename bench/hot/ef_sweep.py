@@ -1,4 +1,5 @@
-"""efSearch sweep on an index bench/hot/run.py published: recall@10 and single-query latency per ef.
+"""efSearch sweep on an index bench/hot/run.py published: recall@10 and single-query latency per ef,
+through the engine's own search (graph walk on the codes, float32 re-rank).
 
     .venv/bin/python bench/hot/ef_sweep.py /tmp/nextesy-bench-hot-XXXX/home/hot/segments/bench [--ef 64,96,128,192]
 
@@ -18,7 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import RESULTS, K, percentiles, recall, vectors  # noqa: E402
+from bench.hot.run import RESULTS, K, load1, percentiles, recall, vectors  # noqa: E402
+from nextesy_assets.lib.hot.engine import RERANK, FaissHnsw  # noqa: E402
 
 
 def main() -> None:
@@ -36,21 +38,22 @@ def main() -> None:
         flat.add(np.ascontiguousarray(data[start : start + 100_000]))
     truth = flat.search(queries, K)[1]
     del flat
-    index = faiss.read_index(str(args.segment / "index.faiss"))
+    index = FaissHnsw.load(args.segment, data.shape[1])
     faiss.omp_set_num_threads(1)
     sweep = []
     for ef in (int(e) for e in args.ef.split(",")):
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = ef
+        index.ef_search = ef
         for q in queries[:20]:
-            index.search(q.reshape(1, -1), K, params=params)
+            index.search(q.reshape(1, -1), K)
         latencies, answers = [], []
         for q in queries:
             t = time.perf_counter()
-            answers.append(index.search(q.reshape(1, -1), K, params=params)[1][0])
+            answers.append(index.search(q.reshape(1, -1), K)[1][0])
             latencies.append(time.perf_counter() - t)
         row = {
             "ef_search": ef,
+            "rerank": RERANK,
+            "load_1m": load1(),
             **percentiles(latencies),
             "qps_one_thread": round(len(latencies) / sum(latencies), 1),
             "recall_at_10": round(recall(truth, np.asarray(answers)), 4),

@@ -1,21 +1,27 @@
-"""Hot-tier benchmark: our engine (FAISS HNSW) against FAISS flat (exact) and the defaults of hnswlib and
-usearch, in process; then the same index through `nextesy serve` over HTTP on 127.0.0.1.
+"""Hot-tier benchmark: our engine (FAISS HNSW over 8-bit codes, float32 re-rank) against FAISS flat
+(exact), and hnswlib and usearch at their defaults and at our graph's settings, in process; then the
+same index through `nextesy serve` over HTTP on 127.0.0.1.
 
 For each size (default 100k and 1M x 768 normalised structured vectors, like the demo's): build time,
 single-query p50/p99 latency and QPS for k=10, recall@10 against exact search, memory; the time to add
 a 10k-vector batch as a new segment while a thread keeps querying; and HTTP p50/p99 under N concurrent
-clients (separate processes, keep-alive connections).
+clients (wrk, keep-alive connections; and Python client processes).
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python bench/hot/run.py [--sizes 100000,1000000] [--engines faiss-hnsw,faiss-flat,hnswlib,usearch]
+    .venv/bin/python bench/hot/run.py [--sizes 100000,1000000] [--engines faiss-hnsw,faiss-flat,hnswlib,...]
 
-Writes bench/results/hot.json (merged with earlier sizes) and prints a short table. 1M x 768 needs about
-12 GB of memory and, on 2 cores, tens of minutes of graph building per library.
+Built indexes are kept under --cache (default /tmp/nextesy-bench-hot-cache) with their build time, so a
+rerun measures search without rebuilding (the JSON marks a reused build "cached": true). Writes
+bench/results/hot.json (merged with earlier sizes) and prints a short table. The 1-minute load average
+is recorded around every measurement: on a shared 2-core machine, tail latencies are only comparable
+between runs with similar load. 1M x 768 needs about 12 GB of memory and, on 2 cores, 10-25 minutes of
+graph building per library.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import multiprocessing
@@ -71,21 +77,25 @@ def recall(truth: np.ndarray, got: np.ndarray) -> float:
 
 
 class Engine:
-    """Adapter: build(data) then query(one vector) -> labels."""
+    """Adapter: build(data) or load(path), save(path), then query(one vector) -> labels."""
 
     name = ""
     params: ClassVar[dict[str, object]] = {}
+    cacheable = True
 
     def build(self, data: np.ndarray) -> None: ...
     def query(self, q: np.ndarray) -> np.ndarray: ...
+    def save(self, path: Path) -> None: ...
+    def load(self, path: Path, data: np.ndarray) -> None: ...
 
 
 class OursHnsw(Engine):
-    name = "faiss-hnsw (nextesy)"
+    name = "faiss-hnsw-sq8 + re-rank (nextesy)"
     params: ClassVar[dict[str, object]] = {
         "M": engine.HNSW_M,
         "efConstruction": engine.HNSW_EF_CONSTRUCTION,
         "efSearch": engine.HNSW_EF_SEARCH,
+        "rerank": engine.RERANK,
     }
 
     def build(self, data: np.ndarray) -> None:
@@ -95,9 +105,20 @@ class OursHnsw(Engine):
     def query(self, q: np.ndarray) -> np.ndarray:
         return self.index.search(q.reshape(1, -1), K)[1][0]
 
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index._index, str(path))
+
+    def load(self, path: Path, data: np.ndarray) -> None:
+        import faiss
+
+        self.index = engine.FaissHnsw(DIMS, faiss.read_index(str(path)), data)
+
 
 class FaissFlat(Engine):
     name = "faiss-flat (exact)"
+    cacheable = False
 
     def build(self, data: np.ndarray) -> None:
         import faiss
@@ -117,11 +138,32 @@ class Hnswlib(Engine):
         import hnswlib
 
         self.index = hnswlib.Index(space="ip", dim=DIMS)
-        self.index.init_index(max_elements=len(data))
+        p = self.params
+        self.index.init_index(max_elements=len(data), M=p["M"], ef_construction=p["ef_construction"])
         self.index.add_items(data)
+        self.index.set_ef(self.params["ef"])
 
     def query(self, q: np.ndarray) -> np.ndarray:
-        return self.index.knn_query(q, k=K)[0][0]
+        return self.index.knn_query(q, k=K, num_threads=1)[0][0]
+
+    def save(self, path: Path) -> None:
+        self.index.save_index(str(path))
+
+    def load(self, path: Path, data: np.ndarray) -> None:
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip", dim=DIMS)
+        self.index.load_index(str(path), max_elements=len(data))
+        self.index.set_ef(self.params["ef"])
+
+
+class HnswlibMatched(Hnswlib):
+    name = "hnswlib (our M/ef)"
+    params: ClassVar[dict[str, object]] = {
+        "M": engine.HNSW_M,
+        "ef_construction": engine.HNSW_EF_CONSTRUCTION,
+        "ef": engine.HNSW_EF_SEARCH,
+    }
 
 
 class Usearch(Engine):
@@ -136,45 +178,125 @@ class Usearch(Engine):
     def build(self, data: np.ndarray) -> None:
         from usearch.index import Index
 
-        self.index = Index(ndim=DIMS, metric="ip")
+        p = self.params
+        self.index = Index(
+            ndim=DIMS,
+            metric="ip",
+            connectivity=p["connectivity"],
+            expansion_add=p["expansion_add"],
+            expansion_search=p["expansion_search"],
+        )
         self.index.add(np.arange(len(data)), data)
 
     def query(self, q: np.ndarray) -> np.ndarray:
         return np.asarray(self.index.search(q, K).keys)
 
+    def save(self, path: Path) -> None:
+        self.index.save(str(path))
 
-ENGINES = {"faiss-hnsw": OursHnsw, "faiss-flat": FaissFlat, "hnswlib": Hnswlib, "usearch": Usearch}
+    def load(self, path: Path, data: np.ndarray) -> None:
+        from usearch.index import Index
+
+        self.index = Index.restore(str(path))
+        self.index.expansion_search = self.params["expansion_search"]
 
 
-def measure(adapter: Engine, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, runs: int) -> dict[str, object]:
+class UsearchMatched(Usearch):
+    name = "usearch (our M/ef)"
+    params: ClassVar[dict[str, object]] = {
+        "metric": "ip",
+        "connectivity": engine.HNSW_M,
+        "expansion_add": engine.HNSW_EF_CONSTRUCTION,
+        "expansion_search": engine.HNSW_EF_SEARCH,
+    }
+
+
+ENGINES = {
+    "faiss-hnsw": OursHnsw,
+    "faiss-flat": FaissFlat,
+    "hnswlib": Hnswlib,
+    "hnswlib-matched": HnswlibMatched,
+    "usearch": Usearch,
+    "usearch-matched": UsearchMatched,
+}
+
+
+def cached_array(cache: Path | None, name: str, make) -> np.ndarray:  # type: ignore[no-untyped-def]
+    path = cache / f"{name}.npy" if cache else None
+    if path and path.exists():
+        return np.load(path)
+    array = make()
+    if path:
+        np.save(path, array)
+    return array
+
+
+def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    import faiss
+
+    flat = faiss.IndexFlatIP(DIMS)
+    flat.add(data)
+    return flat.search(queries, K)[1]
+
+
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def measure(
+    adapter: Engine, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, runs: int, cache: Path | None
+) -> dict[str, object]:
     gc.collect()
     before = rss_mb()
-    started = time.perf_counter()
-    adapter.build(data)
-    build_s = time.perf_counter() - started
+    key = f"{type(adapter).__name__}-{len(data)}-" + "-".join(f"{v}" for v in adapter.params.values())
+    stored, stamp = (cache / f"{key}.index", cache / f"{key}.json") if cache else (None, None)
+    cached = bool(adapter.cacheable and stored and stored.exists() and stamp and stamp.exists())
+    build_load, build_note = load1(), None
+    if cached:
+        adapter.load(stored, data)  # type: ignore[arg-type]
+        built = json.loads(stamp.read_text())  # type: ignore[union-attr]
+        build_s, build_load, build_note = built["build_s"], built.get("load_1m"), built.get("note")
+    else:
+        started = time.perf_counter()
+        adapter.build(data)
+        build_s = round(time.perf_counter() - started, 1)
+        build_load = max(build_load, load1())
+        if adapter.cacheable and stored and stamp:
+            adapter.save(stored)
+            stamp.write_text(json.dumps({"build_s": build_s, "load_1m": build_load}))
     memory = rss_mb() - before
     import faiss
 
     # Served as the query service serves them: one thread per query (see service.create_app).
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
-    for q in queries[:20]:  # warm-up
+    for q in queries[:50]:  # warm-up
         adapter.query(q)
-    latencies, answers = [], []
+    load_before = load1()
+    latencies, cpu, answers = [], [], []
     for q in queries[:runs]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         answers.append(adapter.query(q))
         latencies.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
     faiss.omp_set_num_threads(threads)
     return {
         "engine": adapter.name,
         "params": adapter.params,
-        "build_s": round(build_s, 1),
+        "build_s": build_s,
+        "build_load_1m": build_load,
+        "cached": cached,
+        **({"build_note": build_note} if build_note else {}),
         **percentiles(latencies),
+        # The CPU the querying thread itself used: wall-clock tails far above these are the scheduler
+        # running other processes on the shared cores, not the search.
+        "cpu_p50_ms": percentiles(cpu)["p50_ms"],
+        "cpu_p99_ms": percentiles(cpu)["p99_ms"],
         "qps_one_thread": round(len(latencies) / sum(latencies), 1),
         "recall_at_10": round(recall(truth[: len(answers)], np.asarray(answers)), 4),
         "memory_mb": round(memory, 1),
         "queries": len(latencies),
+        "load_1m": [load_before, load1()],
     }
 
 
@@ -228,8 +350,7 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
 
     root = home / "hot"
     path = root / segments.SEGMENTS / "bench"
-    ours.index.save(path)
-    np.save(path / "vectors.npy", data)
+    ours.index.save(path)  # index.faiss and vectors.npy, as a segment has them
     now_us = int(time.time() * 1e6)
     pq.write_table(
         pa.table(
@@ -273,7 +394,19 @@ def _client(args: tuple[int, int, list[list[float]]]) -> list[float]:
     return out
 
 
-def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: Path) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (the server and any worker processes)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: Path, server: int) -> dict[str, object]:
     """Closed-loop load from wrk (C, so the clients take little of the two cores): `clients` connections."""
     bodies = work / "bodies.jsonl"
     bodies.write_text("".join(json.dumps({"vector": q.tolist(), "k": K, "model": "bench"}) + "\n" for q in queries))
@@ -288,9 +421,19 @@ def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: P
         str(script),
         f"http://127.0.0.1:{port}",
     ]
+    load_before, cpu_before = load1(), cpu_seconds(server)
     out = subprocess.run(command, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True, check=True)
+    cpu = cpu_seconds(server) - cpu_before
     result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    return {"client": "wrk", "clients": clients, **result, "qps": round(result["requests"] / result["seconds"], 1)}
+    return {
+        "client": "wrk",
+        "clients": clients,
+        **result,
+        "qps": round(result["requests"] / result["seconds"], 1),
+        # What one request costs the server, whatever else the machine runs: the number to compare.
+        "server_cpu_us_per_request": round(cpu / max(result["requests"], 1) * 1e6),
+        "load_1m": [load_before, load1()],
+    }
 
 
 def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> dict[str, object]:
@@ -317,7 +460,8 @@ def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> d
         assert all(x >= 0 for x in _client((port, 50, as_lists)))  # warm-up, and every answer is a hot one
         out: dict[str, object] = {"server_rss_mb": round(rss_mb(server.pid), 1)}
         if shutil.which("wrk"):
-            out["wrk"] = wrk_load(port, clients, 20, queries, home)
+            wrk_load(port, clients, 3, queries, home, server.pid)  # warm-up
+            out["wrk"] = wrk_load(port, clients, 20, queries, home, server.pid)
         load_started = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(clients) as pool:
             results = pool.map(_client, [(port, requests, as_lists)] * clients)
@@ -345,27 +489,30 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="Queries per ANN engine (exact gets fewer).")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=500, help="HTTP requests per client.")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/nextesy-bench-hot-cache"), help="Built indexes.")
+    parser.add_argument("--no-cache", action="store_true", help="Build every index afresh.")
     args = parser.parse_args()
     import faiss
+
+    cache = None if args.no_cache else args.cache
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
 
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "faiss": faiss.__version__}
     results.setdefault("sizes", {})
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"--- {size} x {DIMS}: generating", flush=True)
-        data = vectors(size, seed=1)
+        data = cached_array(cache, f"data-{size}", functools.partial(vectors, size, 1))
         queries = vectors(args.queries, seed=2)
-        flat = faiss.IndexFlatIP(DIMS)
-        flat.add(data)
-        truth = flat.search(queries, K)[1]
-        del flat
+        truth = cached_array(cache, f"truth-{size}-{args.queries}", functools.partial(exact_truth, data, queries))
         row: dict[str, object] = {"engines": []}
         ours: OursHnsw | None = None
         for name in args.engines.split(","):
             adapter = ENGINES[name]()
             runs = args.queries if name != "faiss-flat" else min(args.queries, 200 if size <= 100_000 else 50)
             print(f"{name}: building", flush=True)
-            measured = measure(adapter, data, queries, truth, runs)
+            measured = measure(adapter, data, queries, truth, runs, cache)
             print(json.dumps(measured), flush=True)
             row["engines"].append(measured)  # type: ignore[union-attr]
             if isinstance(adapter, OursHnsw):

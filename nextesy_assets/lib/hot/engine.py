@@ -1,8 +1,11 @@
 """One small interface for an ANN index over unit vectors, and its implementations (FAISS HNSW, exact).
 
 Labels are the row positions of a segment (0..n-1); scores are inner products of unit vectors (cosine).
-The engine was chosen by measurement (bench/hot): FAISS HNSW, M=32, efConstruction=40, efSearch=96
-(the smallest of 64/96/128/192 that keeps recall@10 above 0.95 at 1M x 768: 0.939 at 64, 0.970 at 96).
+The engine was chosen by measurement (bench/hot): a FAISS HNSW graph (M=32, efConstruction=40) over
+8-bit scalar-quantised codes, whose best RERANK candidates are scored again exactly on the float32
+vectors. A graph walk is bound by memory traffic: the codes are a quarter of the float32 bytes, and the
+re-rank gives back the ordering the quantisation blurs (recall@10 at 200k x 768: 0.92 on the codes
+alone, 0.98 re-ranked, at 0.65x the latency of the float32 graph at the same efSearch).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 96
+# Candidates taken from the graph walk on the codes and scored again on the float32 vectors.
+RERANK = 20
 # Below this many allowed rows a filtered query is answered exactly: cheaper than a graph walk that
 # must skip most of its neighbours, and it never loses recall to a selective filter.
 EXACT_BELOW = 20_000
@@ -64,51 +69,84 @@ def exact_search(
 
 
 class FaissHnsw:
-    """FAISS HNSW over inner product; filtered queries go through an id-selector bitmap."""
+    """FAISS HNSW over 8-bit codes with an exact float32 re-rank; filters go through an id-selector bitmap.
+
+    The float32 vectors are kept beside the graph (a segment's `vectors.npy`, memory-mapped when loaded,
+    so processes serving the same index share one copy in the page cache).
+    """
 
     FILE = "index.faiss"
+    VECTORS = "vectors.npy"
 
-    def __init__(self, dims: int, index: object | None = None) -> None:
+    def __init__(self, dims: int, index: object | None = None, vectors: np.ndarray | None = None) -> None:
         import faiss
 
         self.dims = dims
         if index is None:
-            index = faiss.IndexHNSWFlat(dims, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWSQ(dims, faiss.ScalarQuantizer.QT_8bit, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self._index = index
+        self.vectors = np.zeros((0, dims), dtype=np.float32) if vectors is None else vectors
+        self.ef_search = HNSW_EF_SEARCH
 
     def add(self, vectors: np.ndarray) -> None:
-        if len(vectors):
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))  # type: ignore[attr-defined]
+        if not len(vectors):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self._index.is_trained:  # type: ignore[attr-defined]
+            # The quantiser's per-dimension ranges come from the first rows; later rows outside them are
+            # clamped in the codes only: the re-rank scores every answer on the exact vectors.
+            self._index.train(vectors)  # type: ignore[attr-defined]
+        self._index.add(vectors)  # type: ignore[attr-defined]
+        self.vectors = vectors if not len(self.vectors) else np.concatenate([self.vectors, vectors])
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        take = max(k, RERANK)
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(HNSW_EF_SEARCH, k)
+        params.efSearch = max(self.ef_search, take)
         bitmap = None
         if allowed is not None:
             bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
             params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
-        scores, labels = self._index.search(queries, k, params=params)  # type: ignore[attr-defined]
+        _, candidates = self._index.search(queries, take, params=params)  # type: ignore[attr-defined]
         del bitmap  # kept alive until the search is done: the selector only points at it
-        return scores, labels.astype(np.int64)
+        return rerank(self.vectors, queries, candidates.astype(np.int64), k)
 
     def save(self, path: Path) -> None:
         import faiss
 
         path.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(path / self.FILE))
+        np.save(path / self.VECTORS, self.vectors)
 
     @classmethod
-    def load(cls, path: Path, dims: int) -> FaissHnsw:
+    def load(cls, path: Path, dims: int, vectors: np.ndarray | None = None) -> FaissHnsw:
         import faiss
 
-        return cls(dims, faiss.read_index(str(path / cls.FILE)))
+        if vectors is None:
+            vectors = np.load(path / cls.VECTORS, mmap_mode="r")
+        return cls(dims, faiss.read_index(str(path / cls.FILE)), vectors)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)  # type: ignore[attr-defined]
+
+
+def rerank(data: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each row's candidate labels (-1 pads), scored exactly on `data`."""
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_labels = np.full((len(queries), k), -1, dtype=np.int64)
+    for row, labels in enumerate(candidates):
+        labels = labels[labels >= 0]
+        if not len(labels):
+            continue
+        scores = data[labels] @ queries[row]
+        order = np.lexsort((labels, -scores))[:k]
+        out_scores[row, : len(order)] = scores[order]
+        out_labels[row, : len(order)] = labels[order]
+    return out_scores, out_labels
 
 
 class ExactIndex:

@@ -130,6 +130,7 @@ def build_segment(
         if isinstance(base, Segment) and isinstance(base.index, FaissHnsw):
             index: VectorIndex = base.index
             index.add(vectors[len(base.vectors) :])
+            vectors = index.vectors  # the engine's copy: one in memory, not two
         else:
             index = FaissHnsw(dims)
             index.add(vectors)
@@ -138,9 +139,7 @@ def build_segment(
         index, engine = ExactIndex(dims, vectors), "exact"
     path = root / SEGMENTS / name
     path.mkdir(parents=True, exist_ok=True)
-    if engine != "exact":
-        index.save(path)
-    np.save(path / "vectors.npy", vectors)
+    index.save(path)  # both engines write the float32 rows as vectors.npy
     pq.write_table(meta, path / "meta.parquet")
     info = SegmentInfo(name=name, model=model, day=day, rows=rows, engine=engine)
     return _segment(info, index, vectors, meta)
@@ -169,9 +168,13 @@ def _segment(info: SegmentInfo, index: VectorIndex, vectors: np.ndarray, meta: p
 
 def load_segment(root: Path, info: SegmentInfo) -> Segment:
     path = root / SEGMENTS / info.name
-    vectors = np.load(path / "vectors.npy")
+    # Memory-mapped: a restart does not copy the rows, and processes serving one index share them.
+    # (A plain ndarray view of the map: np.memmap's indexing overhead shows at thousands of queries a second.)
+    vectors = np.load(path / "vectors.npy", mmap_mode="r").view(np.ndarray)
     dims = vectors.shape[1]
-    index: VectorIndex = FaissHnsw.load(path, dims) if info.engine == "faiss-hnsw" else ExactIndex(dims, vectors)
+    index: VectorIndex = (
+        FaissHnsw.load(path, dims, vectors) if info.engine == "faiss-hnsw" else ExactIndex(dims, vectors)
+    )
     return _segment(info, index, vectors, pq.read_table(path / "meta.parquet"))
 
 
