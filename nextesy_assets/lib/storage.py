@@ -1,4 +1,8 @@
-"""Object storage behind one small interface: local directories, s3:// and gs:// through pyarrow.fs."""
+"""Object storage behind one small interface: local directories, s3:// and gs:// as pyarrow filesystems.
+
+Every store client gets explicit connect and read timeouts (`timeouts.py`): S3 through pyarrow's
+S3FileSystem and boto3, GCS through google-cloud-storage (`gcs.py`; pyarrow's own GCS client has none).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -14,6 +17,7 @@ import pyarrow.fs as pafs
 
 from .breaker import BREAKER, store_of
 from .errors import ConfigurationError
+from .timeouts import StoreTimeouts
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,17 @@ def gcs_emulator() -> str | None:
 
 
 @lru_cache(maxsize=8)
-def _filesystem(scheme: str, endpoint: str | None) -> pafs.FileSystem:
+def _filesystem(scheme: str, endpoint: str | None, timeouts: StoreTimeouts) -> pafs.FileSystem:
     if scheme in ("", "file"):
         return pafs.LocalFileSystem()
     if scheme in ("s3", "s3a"):
         # Credentials come from the standard AWS chain; endpoint and region from the standard variables.
-        options: dict[str, object] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+        # request_timeout is curl's low-speed limit in the AWS SDK: a response silent that long fails and is retried.
+        options: dict[str, object] = {
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5),
+            "connect_timeout": timeouts.connect_s,
+            "request_timeout": timeouts.read_s,
+        }
         if endpoint:
             parsed = urlparse(endpoint)
             options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
@@ -48,27 +57,26 @@ def _filesystem(scheme: str, endpoint: str | None) -> pafs.FileSystem:
             options["region"] = region
         return pafs.S3FileSystem(**options)
     if scheme in ("gs", "gcs"):
-        if endpoint:
-            parsed = urlparse(endpoint)
-            return pafs.GcsFileSystem(
-                anonymous=True,
-                scheme=parsed.scheme,
-                endpoint_override=parsed.netloc,
-                retry_time_limit=timedelta(seconds=30),
-            )
-        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=60))
+        from .gcs import gcs_filesystem
+
+        return gcs_filesystem(gcs_client(), timeouts)
     raise ConfigurationError(f"unsupported storage scheme {scheme!r}; use a local path, s3:// or gs://")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding `uri` and the path inside it (`bucket/key` for object stores)."""
     if "://" not in uri:
-        return _filesystem("", None), uri
+        return _filesystem("", None, StoreTimeouts()), uri
     scheme, rest = uri.split("://", 1)
     if scheme == "file":
-        return _filesystem("", None), "/" + rest.lstrip("/")
+        return _filesystem("", None, StoreTimeouts()), "/" + rest.lstrip("/")
+    return filesystem_for(scheme), rest
+
+
+def filesystem_for(scheme: str) -> pafs.FileSystem:
+    """The filesystem of an object store scheme, configured from the standard variables and the timeouts."""
     endpoint = gcs_emulator() if scheme in ("gs", "gcs") else os.environ.get("AWS_ENDPOINT_URL")
-    return _filesystem(scheme, endpoint), rest
+    return _filesystem(scheme, endpoint, StoreTimeouts.from_env())
 
 
 def fileio_properties(uri: str) -> dict[str, str]:
@@ -76,6 +84,9 @@ def fileio_properties(uri: str) -> dict[str, str]:
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     properties: dict[str, str] = {}
     if scheme in ("s3", "s3a"):
+        timeouts = StoreTimeouts.from_env()
+        properties["s3.connect-timeout"] = str(timeouts.connect_s)
+        properties["s3.request-timeout"] = str(timeouts.read_s)
         for variable, key in (
             ("AWS_ENDPOINT_URL", "s3.endpoint"),
             ("AWS_REGION", "s3.region"),
@@ -85,16 +96,13 @@ def fileio_properties(uri: str) -> dict[str, str]:
         ):
             if value := os.environ.get(variable):
                 properties[key] = value
-    elif scheme in ("gs", "gcs") and (endpoint := gcs_emulator()):
-        # The emulator ignores credentials, but pyarrow's GCS client wants some: a token that never expires.
-        properties.update(
-            {
-                "gcs.service.host": endpoint,
-                "gcs.oauth2.token": "emulator",
-                "gcs.oauth2.token-expires-at": "4102444800000",
-            }
-        )
+    elif scheme in ("gs", "gcs"):
+        # pyiceberg reads and writes the replica's metadata through the same GCS client, timeouts included.
+        properties["py-io-impl"] = FILE_IO_IMPL
     return properties
+
+
+FILE_IO_IMPL = "nextesy_assets.lib.fileio.NextesyFileIO"
 
 
 def join(uri: str, *parts: str) -> str:
@@ -253,7 +261,13 @@ def s3_client():  # type: ignore[no-untyped-def]
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
+    timeouts = StoreTimeouts.from_env()
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        connect_timeout=timeouts.connect_s,
+        read_timeout=timeouts.read_s,
+    )
+    return boto3.client("s3", config=config)
 
 
 def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list[ObjectInfo]]:
@@ -280,12 +294,21 @@ def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list
 
 def gcs_client():  # type: ignore[no-untyped-def]
     """A google-cloud-storage client: anonymous against an emulator, default credentials otherwise."""
+    return _gcs_client(gcs_emulator())
+
+
+@lru_cache(maxsize=8)
+def _gcs_client(emulator: str | None):  # type: ignore[no-untyped-def]
     from google.cloud import storage as gcs
 
-    if gcs_emulator():
+    if emulator:
         from google.auth.credentials import AnonymousCredentials
 
-        return gcs.Client(project="nextesy-emulator", credentials=AnonymousCredentials())
+        return gcs.Client(
+            project="nextesy-emulator",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator},
+        )
     return gcs.Client()
 
 
@@ -295,17 +318,11 @@ def crc32c(uri: str) -> int:
 
 def _crc32c(uri: str) -> int:
     """CRC32C of an object's bytes: as GCS reports it for gs:// (no download), else computed while streaming."""
+    fs, path = resolve(uri)
     if uri.startswith(("gs://", "gcs://")):
-        import base64
-
-        bucket, _, name = uri.split("://", 1)[1].partition("/")
-        blob = gcs_client().bucket(bucket).get_blob(name)
-        if blob is None:
-            raise FileNotFoundError(uri)
-        return int.from_bytes(base64.b64decode(blob.crc32c), "big")
+        return fs.handler.crc32c(path)  # type: ignore[attr-defined]
     import google_crc32c
 
-    fs, path = resolve(uri)
     checksum = google_crc32c.Checksum()
     with fs.open_input_stream(path, compression=None) as stream:
         while chunk := stream.read(8 * 1024 * 1024):
