@@ -219,10 +219,10 @@ def sync(home: str | None) -> None:
 
 
 def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, object]) -> str:
+    if not ok:  # also when the replica could not even be read, before any run
+        return f"FAILED: {error}"
     if not ran:
         return "up to date (nothing to copy)"
-    if not ok:
-        return f"FAILED: {error}"
     return (
         f"{metadata.get('files_copied')} files, {metadata.get('bytes_moved')} bytes copied and verified "
         f"({metadata.get('files_reused')} already there) at {metadata.get('throughput_mb_s')} MB/s; "
@@ -232,10 +232,10 @@ def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str,
 
 
 def _hot_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, object]) -> str:
-    if not ran:
-        return "up to date"
     if not ok:
         return f"FAILED: {error}"
+    if not ran:
+        return "up to date"
     return (
         f"{metadata.get('vectors')} vectors in {metadata.get('segments')} segments "
         f"(+{metadata.get('rows_added')} from {metadata.get('files_read')} new files, "
