@@ -48,8 +48,9 @@ def _catalog(name: str, warehouse: str, settings: Settings) -> Catalog:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.utils.config import Config
 
-    if Config().get_catalog_config(name) is not None:
-        return load_catalog(name)
+    if (configured := Config().get_catalog_config(name)) is not None:
+        # Read now, not at pyiceberg's import: load_catalog alone would use the configuration of that moment.
+        return load_catalog(name, **configured)
     settings.catalog_dir.mkdir(parents=True, exist_ok=True)
     return SqlCatalog(
         name,
