@@ -313,6 +313,34 @@ def status(home: str | None) -> None:
 
 @main.command()
 @home_option
+@click.option(
+    "--min-age-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove only orphans older than this [default: NEXTESY_SWEEP_MIN_AGE_H or 72].",
+)
+def sweep(home: str | None, min_age_hours: float | None) -> None:
+    """Remove orphan files (left by failed or killed commits) from the tables and the replica."""
+    from datetime import timedelta
+
+    from .lib import sweeper
+
+    settings = _settings(home)
+    try:
+        min_age = None if min_age_hours is None else timedelta(hours=min_age_hours)
+        results = sweeper.sweep(settings, min_age)
+    except NextesyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for result in results:
+        click.echo(
+            f"{result.table}: {result.listed} files, {result.referenced} referenced, "
+            f"{len(result.removed)} orphans removed ({result.bytes_removed} bytes), "
+            f"{len(result.too_young)} unreferenced but younger than the safety window"
+        )
+
+
+@main.command()
+@home_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for the web UI.")
 @click.option("--port", default=3000, show_default=True, type=int, help="Port for the web UI.")
 def ui(home: str | None, host: str, port: int) -> None:

@@ -10,6 +10,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -28,6 +29,7 @@ class ObjectInfo:
     uri: str
     size: int
     etag: str
+    modified: datetime | None = None  # last write, UTC, as the store reports it
 
 
 def gcs_emulator() -> str | None:
@@ -96,12 +98,10 @@ def fileio_properties(uri: str) -> dict[str, str]:
         ):
             if value := os.environ.get(variable):
                 properties[key] = value
-    elif scheme in ("gs", "gcs"):
-        # pyiceberg reads and writes the replica's metadata through the same GCS client, timeouts included.
-        properties["py-io-impl"] = FILE_IO_IMPL
     return properties
 
 
+# pyiceberg's FileIO for the embedded catalogs: the same GCS client as the transfers, timeouts included.
 FILE_IO_IMPL = "nextesy_assets.lib.fileio.NextesyFileIO"
 
 
@@ -245,6 +245,7 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
                 uri=join(prefix_uri, posixpath.relpath(info.path, root)),
                 size=info.size,
                 etag=_etag(info),
+                modified=_utc(info.mtime),
             )
             for info in infos
             if info.type == pafs.FileType.File
@@ -254,6 +255,12 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
     objects = [o for o in objects if o.key > start_after]
     for start in range(0, len(objects), page_size):
         yield objects[start : start + page_size]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def s3_client():  # type: ignore[no-untyped-def]
@@ -284,6 +291,7 @@ def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list
                 uri=f"{prefix_uri.rstrip('/')}/{item['Key'][len(prefix) :]}",
                 size=int(item["Size"]),
                 etag=item["ETag"].strip('"'),
+                modified=_utc(item.get("LastModified")),
             )
             for item in page.get("Contents", [])
             if not item["Key"].endswith("/")
