@@ -28,8 +28,8 @@ def run_sync(env_extra: dict[str, str] | None = None) -> subprocess.CompletedPro
     )
 
 
-def land(settings: Settings) -> None:
-    for n in range(3):
+def land(settings: Settings, batches: int = 3) -> None:
+    for n in range(batches):
         lines = [json.dumps(good_record(100 * n + i, day=20 + i % 2)) for i in range(GOOD_ROWS // 3)]
         if n == 0:
             lines += [line for line, _ in BAD_LINES[:BAD_ROWS]]
