@@ -124,7 +124,7 @@ def sync_through(proxy: FaultProxy, faults: list[str]) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_s3_faults_are_survived_with_exact_results(s3_proxy: FaultProxy, settings: Settings, fault: str) -> None:
     land(settings)
@@ -132,7 +132,7 @@ def test_s3_faults_are_survived_with_exact_results(s3_proxy: FaultProxy, setting
     assert_exact(settings)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("faults", sorted(GCS_FAULTS))
 def test_gcs_faults_are_survived_with_an_exact_replica(gcs_proxy: FaultProxy, settings: Settings, faults: str) -> None:
     land(settings)
@@ -140,7 +140,7 @@ def test_gcs_faults_are_survived_with_an_exact_replica(gcs_proxy: FaultProxy, se
     assert_exact(settings)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_a_store_that_stays_down_fails_the_sync_fast_naming_it(
     s3_proxy: FaultProxy, settings: Settings, cloud: dict[str, str]
 ) -> None:
@@ -164,7 +164,7 @@ def test_a_store_that_stays_down_fails_the_sync_fast_naming_it(
     assert s3_proxy.down
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(180)
 def test_a_replica_store_that_stays_down_fails_fast_naming_it(
     gcs_proxy: FaultProxy, settings: Settings, cloud: dict[str, str]
 ) -> None:
