@@ -219,10 +219,10 @@ def sync(home: str | None) -> None:
 
 
 def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, object]) -> str:
+    if not ok:  # also when the replica could not even be read, before any run
+        return f"FAILED: {error}"
     if not ran:
         return "up to date (nothing to copy)"
-    if not ok:
-        return f"FAILED: {error}"
     return (
         f"{metadata.get('files_copied')} files, {metadata.get('bytes_moved')} bytes copied and verified "
         f"({metadata.get('files_reused')} already there) at {metadata.get('throughput_mb_s')} MB/s; "
@@ -232,10 +232,10 @@ def _replica_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str,
 
 
 def _hot_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, object]) -> str:
-    if not ran:
-        return "up to date"
     if not ok:
         return f"FAILED: {error}"
+    if not ran:
+        return "up to date"
     return (
         f"{metadata.get('vectors')} vectors in {metadata.get('segments')} segments "
         f"(+{metadata.get('rows_added')} from {metadata.get('files_read')} new files, "
@@ -309,6 +309,34 @@ def status(home: str | None) -> None:
         )
         for row in sorted(reasons.to_pylist(), key=lambda r: r["reason"]):
             console.print(f"quarantined {row['reason']}: {row['reason_count']}")
+
+
+@main.command()
+@home_option
+@click.option(
+    "--min-age-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove only orphans older than this [default: NEXTESY_SWEEP_MIN_AGE_H or 72].",
+)
+def sweep(home: str | None, min_age_hours: float | None) -> None:
+    """Remove orphan files (left by failed or killed commits) from the tables and the replica."""
+    from datetime import timedelta
+
+    from .lib import sweeper
+
+    settings = _settings(home)
+    try:
+        min_age = None if min_age_hours is None else timedelta(hours=min_age_hours)
+        results = sweeper.sweep(settings, min_age)
+    except NextesyError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for result in results:
+        click.echo(
+            f"{result.table}: {result.listed} files, {result.referenced} referenced, "
+            f"{len(result.removed)} orphans removed ({result.bytes_removed} bytes), "
+            f"{len(result.too_young)} unreferenced but younger than the safety window"
+        )
 
 
 @main.command()

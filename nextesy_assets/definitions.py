@@ -14,6 +14,7 @@ from .defs.assets import (
 )
 from .defs.hot import hot_index, hot_index_job, hot_index_sensor
 from .defs.jobs import ingest_job, replicate_job
+from .defs.maintenance import sweep_job, sweep_schedule
 from .defs.resources import NextesyResource
 from .defs.sensors import landing_sensor, replica_sensor
 
@@ -21,8 +22,9 @@ defs = dg.Definitions(
     assets=[raw_embeddings, parquet_batches, iceberg_table, quarantine, gcs_replica, hot_index],
     # Declarative tests from dbt_like_checks/specs/*.yml; an invalid spec fails here, naming file and key.
     asset_checks=[rows_accounted_total, *build_asset_checks()],
-    jobs=[ingest_job, replicate_job, hot_index_job],
+    jobs=[ingest_job, replicate_job, hot_index_job, sweep_job],
     sensors=[landing_sensor, replica_sensor, hot_index_sensor],
+    schedules=[sweep_schedule],
     # Every field unset: each falls back to its NEXTESY_* variable when a run needs it.
     resources={"nextesy": NextesyResource()},
 )

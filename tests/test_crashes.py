@@ -28,19 +28,19 @@ def run_sync(env_extra: dict[str, str] | None = None) -> subprocess.CompletedPro
     )
 
 
-def land(settings: Settings) -> None:
-    for n in range(3):
+def land(settings: Settings, batches: int = 3) -> None:
+    for n in range(batches):
         lines = [json.dumps(good_record(100 * n + i, day=20 + i % 2)) for i in range(GOOD_ROWS // 3)]
         if n == 0:
             lines += [line for line, _ in BAD_LINES[:BAD_ROWS]]
         storage.write_bytes(f"{settings.landing_uri}/batch-{n}.jsonl", "".join(f"{x}\n" for x in lines).encode())
 
 
-def assert_exact(settings: Settings) -> None:
+def assert_exact(settings: Settings, good_rows: int = GOOD_ROWS) -> None:
     source = iceberg.embeddings_table(settings)
     rows = source.scan().to_arrow()
     keys = list(zip(rows["id"].to_pylist(), rows["model"].to_pylist(), rows["ts"].to_pylist(), strict=True))
-    assert len(keys) == GOOD_ROWS and len(set(keys)) == GOOD_ROWS  # nothing missing, nothing twice
+    assert len(keys) == good_rows and len(set(keys)) == good_rows  # nothing missing, nothing twice
     quarantined = iceberg.ensure_quarantine_table(iceberg.source_catalog(settings), settings.warehouse_uri)
     assert quarantined.scan().to_arrow().num_rows == BAD_ROWS
     assert iceberg.reconcile(source, quarantined).ok

@@ -51,8 +51,9 @@ class CircuitBreaker:
         try:
             result = operation()
         except Exception as exc:
-            if not is_store_failure(exc):
+            if not is_store_failure(exc) or _counted(exc):
                 raise
+            exc._nextesy_breaker_counted = True  # type: ignore[attr-defined]
             with self._lock:
                 state.failures += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -68,6 +69,11 @@ class CircuitBreaker:
             self._states.clear()
 
 
+def _counted(exc: BaseException) -> bool:
+    """Whether a call nested inside this one (an attempt inside a retried call) already counted this failure."""
+    return any(getattr(e, "_nextesy_breaker_counted", False) for e in (exc, exc.__cause__) if e is not None)
+
+
 _CLIENT_FAILURES = frozenset(
     {
         "EndpointConnectionError",
@@ -79,6 +85,7 @@ _CLIENT_FAILURES = frozenset(
         "BadGateway",
         "GatewayTimeout",
         "TooManyRequests",
+        "RetryError",  # google-api-core: retries ran out on one of the failures above
     }
 )
 

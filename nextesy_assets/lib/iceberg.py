@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -48,14 +48,15 @@ def _catalog(name: str, warehouse: str, settings: Settings) -> Catalog:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.utils.config import Config
 
-    if Config().get_catalog_config(name) is not None:
-        return load_catalog(name)
+    if (configured := Config().get_catalog_config(name)) is not None:
+        # Read now, not at pyiceberg's import: load_catalog alone would use the configuration of that moment.
+        return load_catalog(name, **configured)
     settings.catalog_dir.mkdir(parents=True, exist_ok=True)
     return SqlCatalog(
         name,
         uri=f"sqlite:///{settings.catalog_dir / name}.db",
         warehouse=warehouse,
-        **storage.fileio_properties(warehouse),
+        **{"py-io-impl": storage.FILE_IO_IMPL, **storage.fileio_properties(warehouse)},
     )
 
 
@@ -65,6 +66,24 @@ def source_catalog(settings: Settings) -> Catalog:
 
 def replica_catalog(settings: Settings) -> Catalog:
     return _catalog(props.REPLICA_CATALOG, settings.replica_uri, settings)
+
+
+def load_or_create(catalog: Catalog, identifier: tuple[str, str], **create: Any) -> Table:
+    """The table, created on first use.
+
+    Not pyiceberg's create_table_if_not_exists: that writes a new metadata file before it finds the table
+    exists, leaving an orphan file in the store on every call.
+    """
+    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
+    try:
+        return catalog.create_table(identifier, **create)
+    except TableAlreadyExistsError:  # created meanwhile by another run
+        return catalog.load_table(identifier)
 
 
 def table_location(warehouse_uri: str, table: str) -> str:
@@ -83,7 +102,8 @@ def ensure_embeddings_table(
     A dimension other than the table's is refused, never evolved.
     """
     catalog.create_namespace_if_not_exists(props.NAMESPACE)
-    table = catalog.create_table_if_not_exists(
+    table = load_or_create(
+        catalog,
         _identifier(props.EMBEDDINGS_TABLE),
         schema=EMBEDDINGS_SCHEMA,
         location=table_location(warehouse_uri, props.EMBEDDINGS_TABLE),
@@ -136,7 +156,8 @@ def embeddings_table(settings: Settings) -> Table:
 
 def ensure_quarantine_table(catalog: Catalog, warehouse_uri: str) -> Table:
     catalog.create_namespace_if_not_exists(props.NAMESPACE)
-    table = catalog.create_table_if_not_exists(
+    table = load_or_create(
+        catalog,
         _identifier(props.QUARANTINE_TABLE),
         schema=QUARANTINE_SCHEMA,
         location=table_location(warehouse_uri, props.QUARANTINE_TABLE),

@@ -148,7 +148,8 @@ def ensure_replica_table(settings: Settings, source: Table) -> Table:
     """The replica table: same schema, partition spec and properties as the source, under the replica URI."""
     catalog = iceberg.replica_catalog(settings)
     catalog.create_namespace_if_not_exists(props.NAMESPACE)
-    replica = catalog.create_table_if_not_exists(
+    replica = iceberg.load_or_create(
+        catalog,
         (props.NAMESPACE, props.EMBEDDINGS_TABLE),
         schema=source.schema(),
         location=iceberg.table_location(settings.replica_uri, props.EMBEDDINGS_TABLE),

@@ -1,4 +1,8 @@
-"""Object storage behind one small interface: local directories, s3:// and gs:// through pyarrow.fs."""
+"""Object storage behind one small interface: local directories, s3:// and gs:// as pyarrow filesystems.
+
+Every store client gets explicit connect and read timeouts (`timeouts.py`): S3 through pyarrow's
+S3FileSystem and boto3, GCS through google-cloud-storage (`gcs.py`; pyarrow's own GCS client has none).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import urlparse
 
@@ -14,6 +18,7 @@ import pyarrow.fs as pafs
 
 from .breaker import BREAKER, store_of
 from .errors import ConfigurationError
+from .timeouts import StoreTimeouts
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class ObjectInfo:
     uri: str
     size: int
     etag: str
+    modified: datetime | None = None  # last write, UTC, as the store reports it
 
 
 def gcs_emulator() -> str | None:
@@ -35,12 +41,17 @@ def gcs_emulator() -> str | None:
 
 
 @lru_cache(maxsize=8)
-def _filesystem(scheme: str, endpoint: str | None) -> pafs.FileSystem:
+def _filesystem(scheme: str, endpoint: str | None, timeouts: StoreTimeouts) -> pafs.FileSystem:
     if scheme in ("", "file"):
         return pafs.LocalFileSystem()
     if scheme in ("s3", "s3a"):
         # Credentials come from the standard AWS chain; endpoint and region from the standard variables.
-        options: dict[str, object] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+        # request_timeout is curl's low-speed limit in the AWS SDK: a response silent that long fails and is retried.
+        options: dict[str, object] = {
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5),
+            "connect_timeout": timeouts.connect_s,
+            "request_timeout": timeouts.read_s,
+        }
         if endpoint:
             parsed = urlparse(endpoint)
             options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
@@ -48,27 +59,26 @@ def _filesystem(scheme: str, endpoint: str | None) -> pafs.FileSystem:
             options["region"] = region
         return pafs.S3FileSystem(**options)
     if scheme in ("gs", "gcs"):
-        if endpoint:
-            parsed = urlparse(endpoint)
-            return pafs.GcsFileSystem(
-                anonymous=True,
-                scheme=parsed.scheme,
-                endpoint_override=parsed.netloc,
-                retry_time_limit=timedelta(seconds=30),
-            )
-        return pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=60))
+        from .gcs import gcs_filesystem
+
+        return gcs_filesystem(gcs_client(), timeouts)
     raise ConfigurationError(f"unsupported storage scheme {scheme!r}; use a local path, s3:// or gs://")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem holding `uri` and the path inside it (`bucket/key` for object stores)."""
     if "://" not in uri:
-        return _filesystem("", None), uri
+        return _filesystem("", None, StoreTimeouts()), uri
     scheme, rest = uri.split("://", 1)
     if scheme == "file":
-        return _filesystem("", None), "/" + rest.lstrip("/")
+        return _filesystem("", None, StoreTimeouts()), "/" + rest.lstrip("/")
+    return filesystem_for(scheme), rest
+
+
+def filesystem_for(scheme: str) -> pafs.FileSystem:
+    """The filesystem of an object store scheme, configured from the standard variables and the timeouts."""
     endpoint = gcs_emulator() if scheme in ("gs", "gcs") else os.environ.get("AWS_ENDPOINT_URL")
-    return _filesystem(scheme, endpoint), rest
+    return _filesystem(scheme, endpoint, StoreTimeouts.from_env())
 
 
 def fileio_properties(uri: str) -> dict[str, str]:
@@ -76,6 +86,9 @@ def fileio_properties(uri: str) -> dict[str, str]:
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     properties: dict[str, str] = {}
     if scheme in ("s3", "s3a"):
+        timeouts = StoreTimeouts.from_env()
+        properties["s3.connect-timeout"] = str(timeouts.connect_s)
+        properties["s3.request-timeout"] = str(timeouts.read_s)
         for variable, key in (
             ("AWS_ENDPOINT_URL", "s3.endpoint"),
             ("AWS_REGION", "s3.region"),
@@ -85,16 +98,11 @@ def fileio_properties(uri: str) -> dict[str, str]:
         ):
             if value := os.environ.get(variable):
                 properties[key] = value
-    elif scheme in ("gs", "gcs") and (endpoint := gcs_emulator()):
-        # The emulator ignores credentials, but pyarrow's GCS client wants some: a token that never expires.
-        properties.update(
-            {
-                "gcs.service.host": endpoint,
-                "gcs.oauth2.token": "emulator",
-                "gcs.oauth2.token-expires-at": "4102444800000",
-            }
-        )
     return properties
+
+
+# pyiceberg's FileIO for the embedded catalogs: the same GCS client as the transfers, timeouts included.
+FILE_IO_IMPL = "nextesy_assets.lib.fileio.NextesyFileIO"
 
 
 def join(uri: str, *parts: str) -> str:
@@ -237,6 +245,7 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
                 uri=join(prefix_uri, posixpath.relpath(info.path, root)),
                 size=info.size,
                 etag=_etag(info),
+                modified=_utc(info.mtime),
             )
             for info in infos
             if info.type == pafs.FileType.File
@@ -248,12 +257,24 @@ def list_objects(prefix_uri: str, start_after: str = "", page_size: int = 1000) 
         yield objects[start : start + page_size]
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def s3_client():  # type: ignore[no-untyped-def]
     """A boto3 S3 client from the standard AWS chain (AWS_ENDPOINT_URL, AWS_REGION, credentials)."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
+    timeouts = StoreTimeouts.from_env()
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 5},
+        connect_timeout=timeouts.connect_s,
+        read_timeout=timeouts.read_s,
+    )
+    return boto3.client("s3", config=config)
 
 
 def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list[ObjectInfo]]:
@@ -270,6 +291,7 @@ def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list
                 uri=f"{prefix_uri.rstrip('/')}/{item['Key'][len(prefix) :]}",
                 size=int(item["Size"]),
                 etag=item["ETag"].strip('"'),
+                modified=_utc(item.get("LastModified")),
             )
             for item in page.get("Contents", [])
             if not item["Key"].endswith("/")
@@ -280,12 +302,21 @@ def _list_s3(prefix_uri: str, start_after: str, page_size: int) -> Iterator[list
 
 def gcs_client():  # type: ignore[no-untyped-def]
     """A google-cloud-storage client: anonymous against an emulator, default credentials otherwise."""
+    return _gcs_client(gcs_emulator())
+
+
+@lru_cache(maxsize=8)
+def _gcs_client(emulator: str | None):  # type: ignore[no-untyped-def]
     from google.cloud import storage as gcs
 
-    if gcs_emulator():
+    if emulator:
         from google.auth.credentials import AnonymousCredentials
 
-        return gcs.Client(project="nextesy-emulator", credentials=AnonymousCredentials())
+        return gcs.Client(
+            project="nextesy-emulator",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator},
+        )
     return gcs.Client()
 
 
@@ -295,17 +326,11 @@ def crc32c(uri: str) -> int:
 
 def _crc32c(uri: str) -> int:
     """CRC32C of an object's bytes: as GCS reports it for gs:// (no download), else computed while streaming."""
+    fs, path = resolve(uri)
     if uri.startswith(("gs://", "gcs://")):
-        import base64
-
-        bucket, _, name = uri.split("://", 1)[1].partition("/")
-        blob = gcs_client().bucket(bucket).get_blob(name)
-        if blob is None:
-            raise FileNotFoundError(uri)
-        return int.from_bytes(base64.b64decode(blob.crc32c), "big")
+        return fs.handler.crc32c(path)  # type: ignore[attr-defined]
     import google_crc32c
 
-    fs, path = resolve(uri)
     checksum = google_crc32c.Checksum()
     with fs.open_input_stream(path, compression=None) as stream:
         while chunk := stream.read(8 * 1024 * 1024):
