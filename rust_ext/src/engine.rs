@@ -23,7 +23,7 @@ use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use hashbrown::HashSet;
 
-use crate::formats::{self, Work};
+use crate::formats::{self, Block, Work};
 use crate::record::{civil_from_days, Reason, Reject};
 use crate::writer::{self, DayWriter, EncodedRowGroup, RejectsWriter, RowGroupEncoder};
 
@@ -138,22 +138,20 @@ pub enum Raws {
     #[default]
     None,
     /// Byte ranges into the block of lines the chunk was parsed from.
-    Text(Vec<u8>, Vec<(u32, u32)>),
+    Text(Block, Vec<(u32, u32)>),
     /// One string per good row.
     Strings(Vec<String>),
     /// Byte ranges of the good rows' CSV records in the block they were parsed from.
-    CsvText(Vec<u8>, Vec<(u32, u32)>),
+    CsvText(Block, Vec<(u32, u32)>),
 }
 
 impl Chunk {
     /// The input block the chunk was parsed from, emptied, for the reader to fill again.
     fn into_block(self) -> Vec<u8> {
-        let mut block = match self.raws {
-            Raws::Text(data, _) | Raws::CsvText(data, _) => data,
+        match self.raws {
+            Raws::Text(data, _) | Raws::CsvText(data, _) => data.recycle(),
             _ => Vec::new(),
-        };
-        block.clear();
-        block
+        }
     }
 
     fn raw(&self, row: usize, limit: usize) -> String {

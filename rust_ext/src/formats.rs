@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,13 +53,62 @@ impl Format {
     }
 }
 
+/// Bytes of the input for one unit of work: read into a buffer (compressed input), or a range of
+/// the memory-mapped file, which spares the kernel's copy into a buffer.
+pub enum Block {
+    Owned(Vec<u8>),
+    Mapped(Arc<memmap2::Mmap>, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for Block {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Block::Owned(data) => data,
+            Block::Mapped(map, range) => &map[range.clone()],
+        }
+    }
+}
+
+impl Block {
+    /// Done with: a buffer comes back emptied for the reader to fill again; a mapped range is
+    /// dropped from this process's resident pages (the page cache keeps them), so the peak RSS
+    /// holds the blocks in flight, not the whole file.
+    pub fn recycle(self) -> Vec<u8> {
+        match self {
+            Block::Owned(mut data) => {
+                data.clear();
+                data
+            }
+            Block::Mapped(map, range) => {
+                let page = 4096;
+                let start = range.start.div_ceil(page) * page;
+                let end = range.end / page * page;
+                if end > start {
+                    // SAFETY: the mapping is a shared, read-only map of the file: after
+                    // MADV_DONTNEED a page touched again reads back the same bytes from the file.
+                    let _ = unsafe {
+                        map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            start,
+                            end - start,
+                        )
+                    };
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// A unit of parsing work.
 pub enum Work {
     /// Whole lines of a JSONL file (the last block may end without a newline).
     Lines {
         seq: u64,
         first_index: u64,
-        data: Vec<u8>,
+        data: Block,
         /// Reading stopped after this block, and why.
         unreadable: Option<String>,
     },
@@ -67,7 +116,7 @@ pub enum Work {
     Csv {
         seq: u64,
         layout: Arc<CsvLayout>,
-        data: Vec<u8>,
+        data: Block,
         /// Reading stopped after this block, and why.
         unreadable: Option<String>,
     },
@@ -113,8 +162,10 @@ pub struct Source {
 
 enum SourceKind {
     Lines(Box<dyn Read + Send>),
-    /// The records after the header, and which column holds what.
-    Csv(Box<dyn Read + Send>, Arc<CsvLayout>),
+    /// A plain JSONL file, memory-mapped.
+    MappedLines(Option<Arc<memmap2::Mmap>>),
+    /// The mapped file, where the records after the header start, and which column holds what.
+    Csv(Option<Arc<memmap2::Mmap>>, usize, Arc<CsvLayout>),
     Npy(NpyReader, Sidecar),
     Parquet(
         parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -134,7 +185,7 @@ pub fn open(
     options: &Options,
 ) -> Result<Source> {
     let kind = match format {
-        Format::Jsonl => SourceKind::Lines(Box::new(open_file(input)?)),
+        Format::Jsonl => SourceKind::MappedLines(map_file(input)?),
         Format::JsonlGz => SourceKind::Lines(gunzip(input)?),
         Format::Csv => {
             let mut reader = csv_reader(true, BufReader::new(open_file(input)?));
@@ -149,10 +200,9 @@ pub fn open(
                 .map(|h| String::from_utf8_lossy(h).trim().to_string())
                 .collect();
             let layout = Arc::new(csv_layout(input, headers)?);
-            // The records are read as bytes from here on and parsed by the workers.
-            let mut records = open_file(input)?;
-            records.seek(SeekFrom::Start(reader.position().byte()))?;
-            SourceKind::Csv(Box::new(records), layout)
+            // The records are cut from the mapped file from here on and parsed by the workers.
+            let start = reader.position().byte() as usize;
+            SourceKind::Csv(map_file(input)?, start, layout)
         }
         Format::Npy => {
             let npy = NpyReader::open(input)?;
@@ -174,6 +224,21 @@ pub fn open(
     };
     let _ = options;
     Ok(Source { kind })
+}
+
+/// The file mapped into memory (`None` when it is empty: there is nothing to map). The landing
+/// file must not be truncated while it is converted: reading a page that is gone is a SIGBUS.
+fn map_file(input: &Path) -> Result<Option<Arc<memmap2::Mmap>>> {
+    let file = open_file(input)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the mapping is read-only and private to this conversion; landing files are
+    // immutable once they land (a batch is keyed by the object's ETag).
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| Error::Io(format!("cannot map {}: {e}", input.display())))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(Some(Arc::new(map)))
 }
 
 fn gunzip(input: &Path) -> Result<Box<dyn Read + Send>> {
@@ -233,7 +298,7 @@ impl Source {
                     let work = Work::Lines {
                         seq,
                         first_index,
-                        data,
+                        data: Block::Owned(data),
                         unreadable,
                     };
                     seq += 1;
@@ -242,13 +307,30 @@ impl Source {
                 });
                 Ok(())
             }
-            SourceKind::Csv(mut reader, layout) => {
-                read_blocks(&mut reader, &slots, csv_records_end, |data, unreadable| {
+            SourceKind::MappedLines(map) => {
+                let mut first_index = 0u64;
+                let last_line_end = |data: &[u8]| memchr::memrchr(b'\n', data).map(|p| p + 1);
+                map_blocks(map, 0, &slots, last_line_end, |data| {
+                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                    let work = Work::Lines {
+                        seq,
+                        first_index,
+                        data,
+                        unreadable: None,
+                    };
+                    seq += 1;
+                    first_index += lines;
+                    tx.send(work).is_ok()
+                });
+                Ok(())
+            }
+            SourceKind::Csv(map, start, layout) => {
+                map_blocks(map, start, &slots, csv_records_end, |data| {
                     let work = Work::Csv {
                         seq,
                         layout: Arc::clone(&layout),
                         data,
-                        unreadable,
+                        unreadable: None,
                     };
                     seq += 1;
                     tx.send(work).is_ok()
@@ -342,6 +424,42 @@ fn read_blocks(
         if !emit(block, None) {
             return;
         }
+    }
+}
+
+/// Cuts the mapped file, from `start`, into blocks of about `BLOCK_BYTES` that end on a record
+/// boundary (as [`read_blocks`] does, without copying), one per slot, and hands them to `emit` in
+/// order. Stops when `emit` returns false.
+fn map_blocks(
+    map: Option<Arc<memmap2::Mmap>>,
+    start: usize,
+    slots: &Receiver<Vec<u8>>,
+    cut: impl Fn(&[u8]) -> Option<usize>,
+    mut emit: impl FnMut(Block) -> bool,
+) {
+    let Some(map) = map else {
+        return; // an empty file
+    };
+    let len = map.len();
+    let mut at = start.min(len);
+    while at < len {
+        if slots.recv().is_err() {
+            return; // the pipeline stopped
+        }
+        let mut end = (at + BLOCK_BYTES).min(len);
+        while end < len {
+            match cut(&map[at..end]) {
+                Some(e) => {
+                    end = at + e;
+                    break;
+                }
+                None => end = (end + BLOCK_BYTES).min(len), // one record longer than a block
+            }
+        }
+        if !emit(Block::Mapped(Arc::clone(&map), at..end)) {
+            return;
+        }
+        at = end;
     }
 }
 
@@ -559,7 +677,7 @@ pub fn parse(work: Work, options: &Options) -> Chunk {
 fn parse_lines(
     seq: u64,
     first_index: u64,
-    data: Vec<u8>,
+    data: Block,
     unreadable: Option<String>,
     options: &Options,
 ) -> Chunk {
@@ -747,7 +865,7 @@ fn csv_ts(text: Cow<'_, str>) -> Value<'_> {
 fn parse_csv(
     seq: u64,
     layout: &CsvLayout,
-    data: Vec<u8>,
+    data: Block,
     unreadable: Option<String>,
     options: &Options,
 ) -> Chunk {
