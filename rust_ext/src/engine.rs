@@ -339,7 +339,8 @@ struct OpenGroup<'scope> {
 /// The open row groups, one per day. Each is encoded on its own thread while it fills, so the
 /// cores compress pages from the first slab on rather than once a whole row group is buffered;
 /// a closed one finishes on its thread, at most `threads` of them at once, and goes to the
-/// appender. Rows held (raw in the open slabs and queues, or encoded) stay near two row groups.
+/// appender. Rows held (raw in the open slabs and queues, or encoded) stay within about one row
+/// group open plus one per core closing.
 struct RowGroups<'scope, 'env> {
     scope: &'scope thread::Scope<'scope, 'env>,
     encoder: &'env RowGroupEncoder,
