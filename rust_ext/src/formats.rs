@@ -160,12 +160,36 @@ pub struct Source {
     kind: SourceKind,
 }
 
+/// Where the bytes of a text format come from.
+enum Input {
+    /// A stream (gunzipped on the way), read into buffers.
+    Stream(Box<dyn Read + Send>),
+    /// A plain file, memory-mapped (`None` when empty), from this offset on.
+    Mapped(Option<Arc<memmap2::Mmap>>, usize),
+}
+
+impl Input {
+    /// The input cut into blocks that end on a record boundary (`cut` gives the end of the last
+    /// whole record of a block that starts on one), each taking a slot, handed to `emit` in order,
+    /// the last one with why reading stopped early, if it did. Stops when `emit` returns false.
+    fn blocks(
+        self,
+        slots: &Receiver<Vec<u8>>,
+        cut: impl Fn(&[u8]) -> Option<usize>,
+        emit: impl FnMut(Block, Option<String>) -> bool,
+    ) {
+        match self {
+            Input::Stream(mut reader) => read_blocks(&mut reader, slots, cut, emit),
+            Input::Mapped(map, start) => map_blocks(map, start, slots, cut, emit),
+        }
+    }
+}
+
 enum SourceKind {
-    Lines(Box<dyn Read + Send>),
-    /// A plain JSONL file, memory-mapped.
-    MappedLines(Option<Arc<memmap2::Mmap>>),
-    /// The mapped file, where the records after the header start, and which column holds what.
-    Csv(Option<Arc<memmap2::Mmap>>, usize, Arc<CsvLayout>),
+    /// JSONL, plain or gzipped.
+    Lines(Input),
+    /// The records after the header, and which column holds what.
+    Csv(Input, Arc<CsvLayout>),
     Npy(NpyReader, Sidecar),
     Parquet(
         parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -185,8 +209,8 @@ pub fn open(
     options: &Options,
 ) -> Result<Source> {
     let kind = match format {
-        Format::Jsonl => SourceKind::MappedLines(map_file(input)?),
-        Format::JsonlGz => SourceKind::Lines(gunzip(input)?),
+        Format::Jsonl => SourceKind::Lines(Input::Mapped(map_file(input)?, 0)),
+        Format::JsonlGz => SourceKind::Lines(Input::Stream(gunzip(input)?)),
         Format::Csv => {
             let mut reader = csv_reader(true, BufReader::new(open_file(input)?));
             let headers = reader.byte_headers().map_err(|e| {
@@ -202,7 +226,7 @@ pub fn open(
             let layout = Arc::new(csv_layout(input, headers)?);
             // The records are cut from the mapped file from here on and parsed by the workers.
             let start = reader.position().byte() as usize;
-            SourceKind::Csv(map_file(input)?, start, layout)
+            SourceKind::Csv(Input::Mapped(map_file(input)?, start), layout)
         }
         Format::Npy => {
             let npy = NpyReader::open(input)?;
@@ -290,15 +314,15 @@ impl Source {
         // Each block waits for a free slot (see `engine::convert`), then for room in the queue.
         let send = |work: Work| -> bool { slots.recv().is_ok() && tx.send(work).is_ok() };
         match self.kind {
-            SourceKind::Lines(mut reader) => {
+            SourceKind::Lines(input) => {
                 let mut first_index = 0u64;
                 let last_line_end = |data: &[u8]| memchr::memrchr(b'\n', data).map(|p| p + 1);
-                read_blocks(&mut reader, &slots, last_line_end, |data, unreadable| {
+                input.blocks(&slots, last_line_end, |data, unreadable| {
                     let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
                     let work = Work::Lines {
                         seq,
                         first_index,
-                        data: Block::Owned(data),
+                        data,
                         unreadable,
                     };
                     seq += 1;
@@ -307,30 +331,13 @@ impl Source {
                 });
                 Ok(())
             }
-            SourceKind::MappedLines(map) => {
-                let mut first_index = 0u64;
-                let last_line_end = |data: &[u8]| memchr::memrchr(b'\n', data).map(|p| p + 1);
-                map_blocks(map, 0, &slots, last_line_end, |data| {
-                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
-                    let work = Work::Lines {
-                        seq,
-                        first_index,
-                        data,
-                        unreadable: None,
-                    };
-                    seq += 1;
-                    first_index += lines;
-                    tx.send(work).is_ok()
-                });
-                Ok(())
-            }
-            SourceKind::Csv(map, start, layout) => {
-                map_blocks(map, start, &slots, csv_records_end, |data| {
+            SourceKind::Csv(input, layout) => {
+                input.blocks(&slots, csv_records_end, |data, unreadable| {
                     let work = Work::Csv {
                         seq,
                         layout: Arc::clone(&layout),
                         data,
-                        unreadable: None,
+                        unreadable,
                     };
                     seq += 1;
                     tx.send(work).is_ok()
@@ -379,15 +386,13 @@ impl Source {
     }
 }
 
-/// Reads `reader` in blocks of about `BLOCK_BYTES` that end on a record boundary (`cut` gives the
-/// end of the last whole record of a block that starts on one), each into a buffer from `slots`,
-/// and hands them to `emit` in order, the last one with why reading stopped early, if it did.
-/// Stops when `emit` returns false.
+/// [`Input::blocks`] of a stream: blocks of about `BLOCK_BYTES`, each read into the buffer its
+/// slot brings back.
 fn read_blocks(
     reader: &mut dyn Read,
     slots: &Receiver<Vec<u8>>,
     cut: impl Fn(&[u8]) -> Option<usize>,
-    mut emit: impl FnMut(Vec<u8>, Option<String>) -> bool,
+    mut emit: impl FnMut(Block, Option<String>) -> bool,
 ) {
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -402,12 +407,12 @@ fn read_blocks(
                 (_, Some(e)) => {
                     // What was read before the damage stands; the partial record is dropped.
                     block.truncate(cut(&block).unwrap_or(0));
-                    emit(block, Some(e.to_string()));
+                    emit(Block::Owned(block), Some(e.to_string()));
                     return;
                 }
                 (0, None) => {
                     if !block.is_empty() {
-                        emit(block, None);
+                        emit(Block::Owned(block), None);
                     }
                     return;
                 }
@@ -421,21 +426,19 @@ fn read_blocks(
                 }
             }
         }
-        if !emit(block, None) {
+        if !emit(Block::Owned(block), None) {
             return;
         }
     }
 }
 
-/// Cuts the mapped file, from `start`, into blocks of about `BLOCK_BYTES` that end on a record
-/// boundary (as [`read_blocks`] does, without copying), one per slot, and hands them to `emit` in
-/// order. Stops when `emit` returns false.
+/// [`Input::blocks`] of a mapped file, from `start`: ranges of about `BLOCK_BYTES`, no copy.
 fn map_blocks(
     map: Option<Arc<memmap2::Mmap>>,
     start: usize,
     slots: &Receiver<Vec<u8>>,
     cut: impl Fn(&[u8]) -> Option<usize>,
-    mut emit: impl FnMut(Block) -> bool,
+    mut emit: impl FnMut(Block, Option<String>) -> bool,
 ) {
     let Some(map) = map else {
         return; // an empty file
@@ -456,7 +459,7 @@ fn map_blocks(
                 None => end = (end + BLOCK_BYTES).min(len), // one record longer than a block
             }
         }
-        if !emit(Block::Mapped(Arc::clone(&map), at..end)) {
+        if !emit(Block::Mapped(Arc::clone(&map), at..end), None) {
             return;
         }
         at = end;
