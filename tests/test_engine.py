@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,30 @@ def test_npy_with_a_sidecar_round_trips(tmp_path: Path, dtype: type, sidecar_kin
         i = int(key[0].split("-")[1])
         assert vec == matrix[i].astype(np.float32).tobytes()
         assert payload == {"extra": i}
+
+
+def test_npy_blocks_with_and_without_rejects_round_trip(tmp_path: Path) -> None:
+    """A float32 NPY of several read blocks: blocks whose rows are all good are used where they lie in
+    the file, a block with a reject has its good rows copied out; both give the NPY's bits."""
+    rng = np.random.default_rng(3)
+    n = 3000  # the reader takes 1024 rows at a time: two clean blocks and one with rejects
+    matrix = rng.standard_normal((n, DIMS)).astype(np.float32)
+    matrix[1500, 1] = np.inf
+    path = tmp_path / "big.npy"
+    np.save(path, matrix)
+    start = datetime(2026, 11, 18, tzinfo=UTC)
+    metas = [
+        {"id": f"v-{i}", "ts": (start + timedelta(minutes=i)).isoformat(), "model": "m0", "source": "s"}
+        for i in range(n)
+    ]
+    metas[2000]["id"] = 7  # a bad type in the metadata
+    write_lines(tmp_path / "big.meta.jsonl", [json.dumps(m) for m in metas])
+    result = assert_agree(path, "npy", tmp_path / "out")
+    assert result.reasons == {"non_finite": 1, "bad_type": 1}
+    got = rows_by_key(run_native(path, "npy", tmp_path / "again")[1])
+    assert len(got) == n - 2
+    for key, (vec, _, _) in got.items():
+        assert vec == matrix[int(key[0].split("-")[1])].tobytes()
 
 
 @pytest.mark.parametrize("fixed", [False, True])

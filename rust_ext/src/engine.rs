@@ -107,6 +107,14 @@ impl From<arrow::error::ArrowError> for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The good rows' floats of a chunk (its `mapped` block, or else its `vectors`), row-major.
+fn floats<'a>(mapped: &'a Option<Block>, vectors: &'a [f32]) -> &'a [f32] {
+    match mapped {
+        Some(block) => bytemuck::cast_slice(block),
+        None => vectors,
+    }
+}
+
 /// Good rows of one chunk, columnar, plus what was rejected in it. Rows are in record order.
 #[derive(Default)]
 pub struct Chunk {
@@ -119,6 +127,8 @@ pub struct Chunk {
     pub sources: Vec<Option<String>>,
     pub payloads: Vec<Option<String>>,
     pub vectors: Vec<f32>,
+    /// The good rows' floats where they lie in a mapped input file, instead of `vectors`.
+    pub mapped: Option<Block>,
     pub norms: Vec<f64>,
     /// Raw text of each good row, kept only to quarantine a later duplicate.
     pub raws: Raws,
@@ -148,6 +158,9 @@ pub enum Raws {
 impl Chunk {
     /// The input block the chunk was parsed from, emptied, for the reader to fill again.
     fn into_block(self) -> Vec<u8> {
+        if let Some(block) = self.mapped {
+            block.recycle();
+        }
         match self.raws {
             Raws::Text(data, _) | Raws::CsvText(data, _) => data.recycle(),
             _ => Vec::new(),
@@ -550,6 +563,7 @@ fn sequence(
                 summary.rows_good += 1;
                 let day = chunk.ts[row].div_euclid(DAY_MICROS);
                 let d = options.dims;
+                let floats = floats(&chunk.mapped, &chunk.vectors);
                 groups.push(
                     day,
                     (
@@ -559,7 +573,7 @@ fn sequence(
                         chunk.sources[row].take(),
                         chunk.payloads[row].take(),
                     ),
-                    &chunk.vectors[row * d..(row + 1) * d],
+                    &floats[row * d..(row + 1) * d],
                 )?;
             }
             groups.balance()?;

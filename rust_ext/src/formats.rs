@@ -133,6 +133,8 @@ pub enum Work {
 pub enum Vectors {
     /// Row-major `rows × dims` float32.
     F32(Vec<f32>, usize),
+    /// Row-major `rows × dims` float32, a range of the memory-mapped file.
+    F32Mapped(Block, usize),
     /// Row-major `rows × dims` float64 (rounded to float32 like NumPy does).
     F64(Vec<f64>, usize),
     /// One list per row: `None` for a null list, `Err(position)` for a null element.
@@ -574,6 +576,24 @@ impl<'o> Builder<'o> {
     /// reject, and leaves the values where they are. Returns whether the row was kept.
     fn keep(&mut self, index: u64, fields: &Fields, at: usize, raw: &dyn Fn() -> String) -> bool {
         let dims = self.options.dims;
+        // A row of the wrong dimension is rejected by `admit` before its values count.
+        let values = self
+            .chunk
+            .vectors
+            .get(at..at + dims)
+            .map_or((false, 0.0), finite_and_norm);
+        self.admit(index, fields, values, raw)
+    }
+
+    /// [`Self::keep`] for a row whose values were checked already: `(finite, norm)`.
+    fn admit(
+        &mut self,
+        index: u64,
+        fields: &Fields,
+        (finite, norm): (bool, f64),
+        raw: &dyn Fn() -> String,
+    ) -> bool {
+        let dims = self.options.dims;
         let valid = match record::validate(fields, dims) {
             Ok(v) => v,
             Err((reason, detail)) => {
@@ -581,7 +601,6 @@ impl<'o> Builder<'o> {
                 return false;
             }
         };
-        let (finite, norm) = finite_and_norm(&self.chunk.vectors[at..at + dims]);
         if !finite {
             self.reject(
                 index,
@@ -979,6 +998,39 @@ fn parse_rows(
 ) -> Chunk {
     let mut b = Builder::new(seq, options);
     let mut dummy = Vec::new();
+    if let Vectors::F32Mapped(block, d) = vectors {
+        // The chunk's floats stay in the mapped file unless a row is rejected; then the good
+        // rows are copied out.
+        let floats: &[f32] = bytemuck::cast_slice(&block);
+        let mut kept = Vec::with_capacity(meta.len());
+        for (n, text) in meta.iter().enumerate() {
+            let index = first_index + n as u64;
+            b.chunk.rows_in += 1;
+            let vector = VectorField::Array {
+                len: d,
+                first_bad: None,
+            };
+            let Some(fields) = meta_fields(&mut b, index, text, vector, &mut dummy) else {
+                continue;
+            };
+            let values = finite_and_norm(&floats[n * d..(n + 1) * d]);
+            if b.admit(index, &fields, values, &|| text.clone()) {
+                kept.push(n);
+                b.raws.push(text.clone());
+            }
+        }
+        if kept.len() == meta.len() {
+            b.chunk.mapped = Some(block);
+        } else {
+            for n in kept {
+                b.chunk
+                    .vectors
+                    .extend_from_slice(&floats[n * d..(n + 1) * d]);
+            }
+            block.recycle();
+        }
+        return b.done();
+    }
     if let Vectors::F32(values, d) = vectors {
         // The block's floats become the chunk's: good rows stay in place, and only the rows after
         // a rejected one move up.
@@ -1010,7 +1062,9 @@ fn parse_rows(
         b.chunk.rows_in += 1;
         let mark = b.chunk.vectors.len();
         let vector = match &vectors {
-            Vectors::F32(..) => unreachable!("float32 blocks are taken in place above"),
+            Vectors::F32(..) | Vectors::F32Mapped(..) => {
+                unreachable!("float32 blocks are taken in place above")
+            }
             Vectors::F64(values, d) => {
                 b.chunk
                     .vectors
@@ -1055,6 +1109,9 @@ pub struct NpyReader {
     pub rows: u64,
     dims: usize,
     float64: bool,
+    /// Float32 data on a little-endian machine is used where it lies in the mapped file (no copy
+    /// into a buffer): the map and the byte offset of the next row.
+    mapped: Option<(Arc<memmap2::Mmap>, usize)>,
 }
 
 impl NpyReader {
@@ -1135,15 +1192,27 @@ impl NpyReader {
                 "NPY file is truncated: {actual} bytes, its header promises {expected}"
             )));
         }
+        let data_start = expected - rows * d * width;
+        let mapped = match (float64, cfg!(target_endian = "little"), data_start % 4) {
+            (false, true, 0) => map_file(path)?.map(|map| (map, data_start as usize)),
+            _ => None,
+        };
         Ok(NpyReader {
             reader,
             rows,
             dims: d as usize,
             float64,
+            mapped,
         })
     }
 
     fn read_rows(&mut self, n: usize) -> Result<Vectors> {
+        if let Some((map, at)) = &mut self.mapped {
+            let end = *at + n * self.dims * 4;
+            let block = Block::Mapped(map.clone(), *at..end);
+            *at = end;
+            return Ok(Vectors::F32Mapped(block, self.dims));
+        }
         // Straight into the typed buffer (NPY data is little-endian, '<f4' / '<f8').
         Ok(if self.float64 {
             let mut values = vec![0f64; n * self.dims];

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod formats;
 pub mod json;
 pub mod record;
+pub mod vector_column;
 pub mod writer;
 
 use std::collections::HashMap;

@@ -6,19 +6,23 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::array::{
+    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Float32Type, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::column::writer::ColumnCloseResult;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::ColumnPath;
+use parquet::schema::types::{ColumnDescPtr, ColumnPath};
 
 use crate::engine::{DataFile, Options, Result};
 use crate::record::Reject;
+use crate::vector_column::{Pages, VectorColumn};
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -104,10 +108,17 @@ const WRITE_SLICE_ROWS: usize = 2048;
 /// writes straight through, and many small writes cost the kernel far more than a few big ones.
 const FILE_BUFFER_BYTES: usize = 4 << 20;
 
+/// One column chunk of an encoded row group: from arrow-rs's column writer, or the hand-written
+/// `vector` column with its bytes.
+enum EncodedColumn {
+    Arrow(ArrowColumnChunk),
+    Vector(Pages, ColumnCloseResult),
+}
+
 /// One row group, encoded and compressed, waiting to be appended to its day's file.
 pub struct EncodedRowGroup {
     rows: u64,
-    chunks: Vec<ArrowColumnChunk>,
+    chunks: Vec<EncodedColumn>,
 }
 
 /// Starts row groups of the data-file schema; one is shared by all encoder threads (every data
@@ -115,20 +126,38 @@ pub struct EncodedRowGroup {
 /// only appended to their files in order.
 pub struct RowGroupEncoder {
     factory: ArrowRowGroupWriterFactory,
+    vector_descr: ColumnDescPtr,
+    dims: usize,
+    zstd_level: i32,
 }
+
+/// The schema field (and leaf column) of `vector`.
+const VECTOR_FIELD: usize = 2;
 
 impl RowGroupEncoder {
     pub fn new(options: &Options) -> Result<Self> {
         let props = data_properties(options)?;
-        let (_, factory) = ArrowWriter::try_new(std::io::sink(), embeddings_schema(), Some(props))?
-            .into_serialized_writer()?;
-        Ok(RowGroupEncoder { factory })
+        let (writer, factory) =
+            ArrowWriter::try_new(std::io::sink(), embeddings_schema(), Some(props))?
+                .into_serialized_writer()?;
+        let vector_descr = writer.schema_descr().column(VECTOR_FIELD);
+        debug_assert_eq!(vector_descr.path().string(), "vector.list.element");
+        Ok(RowGroupEncoder {
+            factory,
+            vector_descr,
+            dims: options.dims,
+            zstd_level: options.zstd_level,
+        })
     }
 
     /// A new row group to encode slab by slab.
     pub fn start(&self) -> Result<OpenRowGroup> {
+        let mut writers = self.factory.create_column_writers(0)?;
+        // The vector leaf is written by `VectorColumn`; its arrow-rs writer is never used.
+        drop(writers.remove(VECTOR_FIELD));
         Ok(OpenRowGroup {
-            writers: self.factory.create_column_writers(0)?,
+            writers,
+            vector: VectorColumn::new(self.vector_descr.clone(), self.dims, self.zstd_level)?,
             rows: 0,
         })
     }
@@ -136,22 +165,31 @@ impl RowGroupEncoder {
 
 /// A row group being encoded: its pages are compressed as slabs arrive.
 pub struct OpenRowGroup {
+    /// The column writers of every leaf but the vector's, in schema order.
     writers: Vec<ArrowColumnWriter>,
+    vector: VectorColumn,
     rows: u64,
 }
 
 impl OpenRowGroup {
-    /// Encodes `slab` as the row group's next rows. It goes to the encoder in slices: arrow-rs
-    /// materialises two 16-bit levels per list element of what it is given, which for a large
-    /// slab of vectors would cost as much memory again as the floats.
+    /// Encodes `slab` as the row group's next rows. The other columns go to arrow-rs in slices:
+    /// it materialises levels for what it is given, and small slices keep those small.
     pub fn write(&mut self, slab: &RecordBatch) -> Result<()> {
         let schema = embeddings_schema();
+        let vector = slab.column(VECTOR_FIELD).as_list::<i32>();
+        let offsets = vector.value_offsets();
+        let (first, last) = (offsets[0] as usize, offsets[slab.num_rows()] as usize);
+        let floats = vector.values().as_primitive::<Float32Type>().values();
+        self.vector.write(&floats[first..last])?;
         let mut offset = 0;
         while offset < slab.num_rows() {
             let len = WRITE_SLICE_ROWS.min(slab.num_rows() - offset);
             let part = slab.slice(offset, len);
             let mut leaves = self.writers.iter_mut();
-            for (field, column) in schema.fields().iter().zip(part.columns()) {
+            for (i, (field, column)) in schema.fields().iter().zip(part.columns()).enumerate() {
+                if i == VECTOR_FIELD {
+                    continue;
+                }
                 for leaf in compute_leaves(field, column)? {
                     leaves
                         .next()
@@ -166,11 +204,13 @@ impl OpenRowGroup {
     }
 
     pub fn finish(self) -> Result<EncodedRowGroup> {
-        let chunks = self
+        let mut chunks = self
             .writers
             .into_iter()
-            .map(ArrowColumnWriter::close)
+            .map(|w| w.close().map(EncodedColumn::Arrow))
             .collect::<parquet::errors::Result<Vec<_>>>()?;
+        let (pages, close) = self.vector.finish()?;
+        chunks.insert(VECTOR_FIELD, EncodedColumn::Vector(pages, close));
         Ok(EncodedRowGroup {
             rows: self.rows,
             chunks,
@@ -204,7 +244,10 @@ impl DayWriter {
     pub fn append(&mut self, group: EncodedRowGroup) -> Result<()> {
         let mut row_group = self.writer.next_row_group()?;
         for chunk in group.chunks {
-            chunk.append_to_row_group(&mut row_group)?;
+            match chunk {
+                EncodedColumn::Arrow(chunk) => chunk.append_to_row_group(&mut row_group)?,
+                EncodedColumn::Vector(pages, close) => row_group.append_column(&pages, close)?,
+            }
         }
         row_group.close()?;
         self.rows += group.rows;
