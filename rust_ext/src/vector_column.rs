@@ -122,9 +122,10 @@ impl VectorColumn {
         let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(body.len()));
         self.compressor
             .compress_to_buffer(body.as_slice(), &mut compressed)?;
+        let data = Bytes::from(compressed);
         let page = CompressedPage::new(
             Page::DataPage {
-                buf: Bytes::from(compressed),
+                buf: data.clone(),
                 num_values: floats.len() as u32,
                 encoding: Encoding::BYTE_STREAM_SPLIT,
                 def_level_encoding: Encoding::RLE,
@@ -134,9 +135,16 @@ impl VectorColumn {
             body.len(),
         );
         let offset = self.compressed;
-        let mut sink = TrackedWrite::new(Vec::with_capacity(page.data().len() + 64));
+        let mut sink = TrackedWrite::new(HeaderOnly {
+            header: Vec::with_capacity(64),
+            data: data.as_ptr() as usize,
+        });
         let spec = SerializedPageWriter::new(&mut sink).write_page(page)?;
-        self.pages.push(Bytes::from(sink.into_inner()?));
+        let mut header = sink.into_inner()?.header;
+        // A small page's data may have gone through the writer's buffer with its header.
+        header.truncate(spec.bytes_written as usize - data.len());
+        self.pages.push(Bytes::from(header));
+        self.pages.push(data);
         self.offsets
             .append_offset_and_size(offset, spec.compressed_size as i32);
         self.offsets.append_row_count(rows as i64);
@@ -181,6 +189,28 @@ impl VectorColumn {
             offset_index: Some(self.offsets.build()),
         };
         Ok((Pages(self.pages), close))
+    }
+}
+
+/// Keeps what the page writer writes but the page's data itself (the write that starts at
+/// `data`): the page header, so that the compressed data goes to the file without a copy. (Data
+/// small enough to pass through the writer's buffer arrives with the header and is cut off.)
+struct HeaderOnly {
+    header: Vec<u8>,
+    /// The address of the page's data.
+    data: usize,
+}
+
+impl std::io::Write for HeaderOnly {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.as_ptr() as usize != self.data {
+            self.header.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
