@@ -247,26 +247,21 @@ def _hot_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, obj
 @home_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-def serve(home: str | None, host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Server processes, forked after the index is loaded and sharing it [default: one per core].",
+)
+def serve(home: str | None, host: str, port: int, workers: int | None) -> None:
     """Answer similarity queries over the hot index (POST /search), with /healthz and /metrics.
 
     Queries whose time range reaches before the hot window are answered exactly from the table
     (the cold tier). The index is kept up to date by `nextesy sync` (or the hot_index asset); the
     service picks up each new version within a second, without a restart.
     """
-    import uvicorn
+    from .lib.hot.service import serve as run_service
 
-    from .lib.hot.service import create_app
-
-    settings = _settings(home)
-    app = create_app(settings)
-    index = app.state.service.index
-    click.echo(
-        f"serving {index.rows} vectors of snapshot {index.manifest.source_snapshot_id} on http://{host}:{port}",
-        err=True,
-    )
-    # httptools and uvloop: the C HTTP parser and event loop (a pure-Python parser costs more than a query).
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http="httptools", loop="uvloop")
+    run_service(_settings(home), host, port, workers or os.cpu_count() or 1)
 
 
 @main.command()

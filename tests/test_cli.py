@@ -141,6 +141,18 @@ def test_sync_then_serve_answers_similarity_queries_over_http(home: Path, settin
         )
         answer = json.load(urllib.request.urlopen(request, timeout=10))
         assert answer["tier"] == "hot" and answer["snapshot_id"] == snapshot and len(answer["results"]) == 3
+        vector = {"vector": stored["vector"], "model": stored["model"], "k": 2}
+        for _ in range(4):  # new connections, so the kernel spreads them over the worker processes
+            request = urllib.request.Request(
+                f"{base}/search", data=json.dumps(vector).encode(), headers={"content-type": "application/json"}
+            )
+            assert json.load(urllib.request.urlopen(request, timeout=10))["results"][0]["id"] == stored["id"]
+        hot_ok = 'nextesy_search_requests_total{status="200",tier="hot"} '
+        for _ in range(3):  # whichever worker answers /metrics counts the requests of all of them
+            metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+            assert (
+                float(next(line for line in metrics.splitlines() if line.startswith(hot_ok)).split()[-1]) == 5
+            )  # the lookup by id and 4 vectors
     finally:
         server.terminate()
         server.wait(timeout=10)

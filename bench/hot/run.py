@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -101,6 +102,7 @@ class OursHnsw(Engine):
     def build(self, data: np.ndarray) -> None:
         self.index = engine.FaissHnsw(DIMS)
         self.index.add(data)
+        engine.prefer_huge_pages(self.index._index)  # as the service has it once it loads the segment
 
     def query(self, q: np.ndarray) -> np.ndarray:
         return self.index.search(q.reshape(1, -1), K)[1][0]
@@ -113,7 +115,9 @@ class OursHnsw(Engine):
     def load(self, path: Path, data: np.ndarray) -> None:
         import faiss
 
-        self.index = engine.FaissHnsw(DIMS, faiss.read_index(str(path)), data)
+        index = faiss.read_index(str(path))
+        engine.prefer_huge_pages(index)  # as FaissHnsw.load, which the service uses
+        self.index = engine.FaissHnsw(DIMS, index, data)
 
 
 class FaissFlat(Engine):
@@ -421,9 +425,12 @@ def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: P
         str(script),
         f"http://127.0.0.1:{port}",
     ]
-    load_before, cpu_before = load1(), cpu_seconds(server)
+    load_before, cpu_before, busy_before = load1(), cpu_seconds(server), machine_busy_seconds()
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True, check=True)
-    cpu = cpu_seconds(server) - cpu_before
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu, busy = cpu_seconds(server) - cpu_before, machine_busy_seconds() - busy_before
+    wrk_cpu = wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime
     result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
     return {
         "client": "wrk",
@@ -432,8 +439,19 @@ def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: P
         "qps": round(result["requests"] / result["seconds"], 1),
         # What one request costs the server, whatever else the machine runs: the number to compare.
         "server_cpu_us_per_request": round(cpu / max(result["requests"], 1) * 1e6),
+        "wrk_cpu_us_per_request": round(wrk_cpu / max(result["requests"], 1) * 1e6),
+        # CPU seconds per second that neither the server nor wrk used while the load ran (of the machine's
+        # cpu_count): other jobs on a shared machine, the measure of how quiet a run was.
+        "others_cpu_cores": round(max(0.0, busy - cpu - wrk_cpu) / result["seconds"], 2),
         "load_1m": [load_before, load1()],
     }
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> dict[str, object]:

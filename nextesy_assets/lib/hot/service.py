@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
@@ -49,7 +53,17 @@ class SearchRequest(BaseModel):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The service's Prometheus metrics; with `shared_dir`, summed over the worker processes of one server."""
+
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        self.shared_dir = shared_dir
+        if shared_dir is not None:
+            from prometheus_client import values
+
+            # Each process writes its values to files of its own under the directory (a forked worker
+            # starts new ones), and /metrics adds them up: whichever worker answers, it counts them all.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared_dir)
+            values.ValueClass = values.MultiProcessValue()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "nextesy_search_requests", "Search requests by tier and status", ["tier", "status"], registry=self.registry
@@ -57,15 +71,19 @@ class Metrics:
         self.latency = Histogram(
             "nextesy_search_seconds", "Search latency", ["tier"], buckets=LATENCY_BUCKETS, registry=self.registry
         )
-        self.vectors = Gauge("nextesy_hot_index_vectors", "Vectors in the hot index", registry=self.registry)
-        self.segments = Gauge("nextesy_hot_index_segments", "Segments in the hot index", registry=self.registry)
+        # Gauges are set when /metrics is asked for; across workers the last one set is the value.
+        latest = {"registry": self.registry, "multiprocess_mode": "mostrecent"}
+        self.vectors = Gauge("nextesy_hot_index_vectors", "Vectors in the hot index", **latest)  # type: ignore[arg-type]
+        self.segments = Gauge("nextesy_hot_index_segments", "Segments in the hot index", **latest)  # type: ignore[arg-type]
         self.lag_snapshots = Gauge(
-            "nextesy_hot_index_staleness_snapshots", "Table snapshots the index is behind", registry=self.registry
+            "nextesy_hot_index_staleness_snapshots",
+            "Table snapshots the index is behind",
+            **latest,  # type: ignore[arg-type]
         )
         self.lag_seconds = Gauge(
             "nextesy_hot_index_staleness_seconds",
             "Seconds between the table's current snapshot and the one the index reflects",
-            registry=self.registry,
+            **latest,  # type: ignore[arg-type]
         )
         # Children bound once: a labels() lookup per request is measurable at thousands of requests a second.
         self._hot = (self.latency.labels(tier="hot"), self.requests.labels(tier="hot", status="200"))
@@ -76,14 +94,23 @@ class Metrics:
         latency.observe(seconds)
         count.inc()
 
+    def exposition(self) -> bytes:
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(self.shared_dir))
+        return generate_latest(registry)
+
 
 class Service:
     """The hot index, the table for the cold tier, and the metrics, shared by all requests."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_dir: Path | None = None) -> None:
         self.settings = settings
         self.index = HotIndex(Path(settings.hot_dir))
-        self.metrics = Metrics()
+        self.metrics = Metrics(metrics_dir)
         self._table = None
         self._table_lock = threading.Lock()
 
@@ -104,6 +131,16 @@ class Service:
         if len(known) == 1:
             return next(iter(known))
         raise QueryError(f"model is required: the index holds {sorted(known)}")
+
+    def quick(self, request: SearchRequest, vector: np.ndarray | None) -> bool:
+        """Whether a query is a graph walk of about a millisecond (a vector in the hot window), not a
+        lookup by id or a scan of the table."""
+        return (
+            vector is not None
+            and request.tier != "cold"
+            and self.index.manifest.source_snapshot_id is not None
+            and self.index.covers(request.since, request.until)
+        )
 
     def search(
         self, request: SearchRequest, vector: np.ndarray | None = None
@@ -249,14 +286,24 @@ def _refresher(service: Service, stop: threading.Event) -> None:
             continue
 
 
-def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY_S) -> FastAPI:
-    """The FastAPI app; with `refresh_every_s`, a thread picks up each new index version as it is published."""
+def create_app(
+    settings: Settings,
+    refresh_every_s: float | None = REFRESH_EVERY_S,
+    inline: bool = False,
+    metrics_dir: Path | None = None,
+) -> FastAPI:
+    """The FastAPI app; with `refresh_every_s`, a thread picks up each new index version as it is published.
+
+    `inline`: hot vector queries run on the event loop itself (for a worker process that is one of
+    several, see `serve`); lookups by id and cold queries still go to the thread pool.
+    `metrics_dir`: the directory the worker processes of one server share their metrics through.
+    """
     import faiss
 
     # One query is one graph walk: an OpenMP team per request only adds barrier waits when requests run
     # side by side on the threadpool (measured in bench/hot). Concurrency comes from the requests.
     faiss.omp_set_num_threads(1)
-    service = Service(settings)
+    service = Service(settings, metrics_dir)
 
     # Searches run on as many threads as there are cores, not one per request: FAISS releases the GIL, so
     # two walks run side by side while the event loop parses the next requests, and eight concurrent
@@ -293,15 +340,18 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
     async def search(request: Request) -> Response:
         started = time.perf_counter()
         query, vector = parse(await request.body())
-        loop = asyncio.get_running_loop()
-        results, tier, snapshot_id = await loop.run_in_executor(searchers, service.search, query, vector)
+        if inline and service.quick(query, vector):
+            results, tier, snapshot_id = service.search(query, vector)
+        else:
+            loop = asyncio.get_running_loop()
+            results, tier, snapshot_id = await loop.run_in_executor(searchers, service.search, query, vector)
         service.metrics.observe(tier, time.perf_counter() - started)
         body = orjson.dumps({"results": results, "tier": tier, "snapshot_id": snapshot_id})
         return Response(body, media_type="application/json")
 
     # A plain Starlette route: the body is parsed once, by `parse`, not by FastAPI's dependency machinery
     # (a tenth of a hot query's cost); the schema is still documented in the OpenAPI below.
-    app.router.routes.append(Route("/search", search, methods=["POST"]))
+    app.router.routes.insert(0, Route("/search", search, methods=["POST"]))  # the route nearly every request takes
     _document_search(app)
 
     @app.get("/healthz")
@@ -327,6 +377,104 @@ def create_app(settings: Settings, refresh_every_s: float | None = REFRESH_EVERY
             m.lag_seconds.set(seconds)
         except Exception:  # the table's store being down must not take the metrics endpoint with it
             pass
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+UVICORN = {"log_level": "warning", "access_log": False, "http": "httptools", "loop": "uvloop"}
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Run the service: one process with a search thread pool, or `workers` processes forked after the
+    index is loaded (sharing its pages), each answering hot queries on its own event loop.
+
+    A process of its own per core takes the GIL out of the path: in one process, parsing, results and
+    responses of every request queue for one lock while the searches run beside it (bench/hot). The
+    workers listen on one port with SO_REUSEPORT, so the kernel spreads connections among them.
+    """
+    import gc
+
+    import uvicorn
+
+    if workers <= 1:
+        app = create_app(settings)
+        gc.freeze()  # what loading left behind lives as long as the server: no collection need walk it
+        _announce(app, host, port)
+        uvicorn.run(app, host=host, port=port, **UVICORN)  # type: ignore[arg-type]
+        return
+    metrics_dir = Path(tempfile.mkdtemp(prefix="nextesy-serve-metrics-"))
+    try:
+        app = create_app(settings, inline=True, metrics_dir=metrics_dir)
+        # Out of the collector's reach before the fork: a full collection walking the loaded objects takes
+        # tens of milliseconds (a stall for every request in flight) and would copy the shared pages.
+        gc.freeze()
+        sockets = _listeners(host, port, workers)
+        _announce(app, host, sockets[0].getsockname()[1], workers)
+        children = []
+        for mine in sockets:
+            pid = os.fork()
+            if pid == 0:  # a worker: its own socket, its own event loop
+                code = 1
+                try:
+                    for other in sockets:
+                        if other is not mine:
+                            other.close()
+                    uvicorn.Server(uvicorn.Config(app, **UVICORN)).run(sockets=[mine])  # type: ignore[arg-type]
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for mine in sockets:
+            mine.close()
+        _supervise(children)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _announce(app: FastAPI, host: str, port: int, workers: int = 1) -> None:
+    import click
+
+    index = app.state.service.index
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    click.echo(
+        f"serving {index.rows} vectors of snapshot {index.manifest.source_snapshot_id} "
+        f"on http://{host}:{port}{processes}",
+        err=True,
+    )
+
+
+def _listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one address (port 0: the one the first is given)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the workers; a stop signal goes to all of them, and when one ends the others are stopped."""
+
+    def stop(signum: int, frame: object) -> None:
+        for pid in children:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    running, failed = set(children), False
+    while running:
+        pid, status = os.wait()
+        running.discard(pid)
+        failed = failed or os.waitstatus_to_exitcode(status) != 0
+        stop(signal.SIGTERM, None)
+    if failed:
+        raise SystemExit(1)
