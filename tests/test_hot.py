@@ -336,3 +336,28 @@ def test_the_hot_index_asset_materializes_with_passing_checks(hot_settings: Sett
     assert all(e.passed for e in checks_run.values()), checks_run
     assert checks_run["hot_parity"].metadata["index_rows"].value == 200  # day 9 is outside the window
     assert checks_run["hot_recall"].metadata["recall"].value >= 0.95
+
+
+def test_balancer_evens_out_connections_and_then_closes_none() -> None:
+    """Eight keep-alive clients that the kernel split 6 to 2: the busier worker closes connections until
+    each holds four, and a balanced server closes nothing more."""
+    import multiprocessing
+    import random
+
+    from nextesy_assets.lib.hot.service import Balancer
+
+    counts = multiprocessing.RawArray("i", 2)
+    workers = [Balancer(counts, 0), Balancer(counts, 1)]
+    clients = {("127.0.0.1", 40000 + 2 * i): (0 if i < 6 else 1) for i in range(8)}
+    pick = random.Random(5)
+    closed = 0
+    for _ in range(20):  # rounds of one request per client, each on its connection's worker
+        for client, worker in list(clients.items()):
+            if workers[worker].shed(client):
+                closed += 1
+                del clients[client]  # the client reconnects from a new port; the kernel picks a worker
+                clients[(client[0], client[1] + 1000)] = pick.randrange(2)
+    assert closed >= 2
+    assert sorted(len(w.seen) for w in workers) == [4, 4] and list(counts) == [4, 4]
+    for client, worker in clients.items():
+        assert not workers[worker].shed(client)

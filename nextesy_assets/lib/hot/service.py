@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -70,6 +71,11 @@ class Metrics:
         )
         self.latency = Histogram(
             "nextesy_search_seconds", "Search latency", ["tier"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.rebalanced = Counter(
+            "nextesy_hot_connections_rebalanced",
+            "Connections a worker closed after a response because it held more than its share (see Balancer)",
+            registry=self.registry,
         )
         # Gauges are set when /metrics is asked for; across workers the last one set is the value.
         latest = {"registry": self.registry, "multiprocess_mode": "mostrecent"}
@@ -286,6 +292,47 @@ def _refresher(service: Service, stop: threading.Event) -> None:
             continue
 
 
+class Balancer:
+    """Evens out keep-alive connections among the worker processes.
+
+    The kernel hands each new connection to a worker by a hash of its addresses (SO_REUSEPORT), so a
+    few long-lived connections often split unevenly: with 8 clients and 2 workers, 6 against 2 about one
+    time in four, and the busier worker's clients then wait on one core while the other idles. Each
+    worker counts the clients it served in the last second and publishes the count in shared memory;
+    a worker holding more than its even share answers one of them with `Connection: close`, and the
+    client's next connection is handed out afresh. Requests are never refused, and a balanced server
+    closes nothing.
+    """
+
+    WINDOW_S = 1.0
+
+    def __init__(self, counts: object, number: int) -> None:
+        self.counts = counts  # a multiprocessing.RawArray of ints, one per worker
+        self.number = number
+        self.seen: dict[object, float] = {}
+        self.pruned = 0.0
+
+    def shed(self, client: object) -> bool:
+        """Note a request from `client`; whether its connection should close after this response."""
+        now = time.monotonic()
+        fresh = client not in self.seen
+        self.seen[client] = now
+        if now - self.pruned > self.WINDOW_S / 2:
+            self.seen = {c: t for c, t in self.seen.items() if now - t < self.WINDOW_S}
+            self.pruned = now
+            fresh = True
+        counts = self.counts
+        if fresh:
+            counts[self.number] = len(self.seen)  # type: ignore[index]
+        total = sum(counts)  # type: ignore[call-overload]
+        share = -(-total // len(counts))  # type: ignore[arg-type]
+        if len(self.seen) <= share:
+            return False
+        del self.seen[client]
+        counts[self.number] = len(self.seen)  # type: ignore[index]
+        return True
+
+
 def create_app(
     settings: Settings,
     refresh_every_s: float | None = REFRESH_EVERY_S,
@@ -347,6 +394,10 @@ def create_app(
             results, tier, snapshot_id = await loop.run_in_executor(searchers, service.search, query, vector)
         service.metrics.observe(tier, time.perf_counter() - started)
         body = orjson.dumps({"results": results, "tier": tier, "snapshot_id": snapshot_id})
+        balancer = getattr(app.state, "balancer", None)
+        if balancer is not None and balancer.shed(request.scope.get("client")):
+            service.metrics.rebalanced.inc()
+            return Response(body, media_type="application/json", headers={"connection": "close"})
         return Response(body, media_type="application/json")
 
     # A plain Starlette route: the body is parsed once, by `parse`, not by FastAPI's dependency machinery
@@ -406,17 +457,19 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     metrics_dir = Path(tempfile.mkdtemp(prefix="nextesy-serve-metrics-"))
     try:
         app = create_app(settings, inline=True, metrics_dir=metrics_dir)
+        counts = multiprocessing.RawArray("i", workers)  # connections per worker, shared with the workers
         # Out of the collector's reach before the fork: a full collection walking the loaded objects takes
         # tens of milliseconds (a stall for every request in flight) and would copy the shared pages.
         gc.freeze()
         sockets = _listeners(host, port, workers)
         _announce(app, host, sockets[0].getsockname()[1], workers)
         children = []
-        for mine in sockets:
+        for number, mine in enumerate(sockets):
             pid = os.fork()
             if pid == 0:  # a worker: its own socket, its own event loop
                 code = 1
                 try:
+                    app.state.balancer = Balancer(counts, number)
                     for other in sockets:
                         if other is not mine:
                             other.close()
