@@ -547,7 +547,11 @@ def main() -> None:
             gc.collect()
             row["http"] = http_load(work / "home", args.clients, args.requests, queries)
             print(json.dumps(row["http"]), flush=True)
-        results["sizes"][str(size)] = row
+        # Engines not rerun and the other experiments' records stay as they were.
+        previous = results["sizes"].get(str(size), {})
+        rerun = {e["engine"] for e in row["engines"]}  # type: ignore[union-attr]
+        kept = [e for e in previous.get("engines", []) if e["engine"] not in rerun]
+        results["sizes"][str(size)] = {**previous, **row, "engines": [*row["engines"], *kept]}  # type: ignore[misc]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         del data
