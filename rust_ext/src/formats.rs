@@ -989,6 +989,36 @@ fn meta_fields<'a>(
     }
 }
 
+/// Validates a block of float32 rows (`d` floats each, row `n` described by `meta[n]`): records each
+/// good row's fields or the reject. Returns the rows kept; their floats stay where they are.
+fn admit_float_rows(
+    b: &mut Builder,
+    first_index: u64,
+    meta: &[String],
+    floats: &[f32],
+    d: usize,
+) -> Vec<usize> {
+    let mut dummy = Vec::new();
+    let mut kept = Vec::with_capacity(meta.len());
+    for (n, text) in meta.iter().enumerate() {
+        let index = first_index + n as u64;
+        b.chunk.rows_in += 1;
+        let vector = VectorField::Array {
+            len: d,
+            first_bad: None,
+        };
+        let Some(fields) = meta_fields(b, index, text, vector, &mut dummy) else {
+            continue;
+        };
+        let values = finite_and_norm(&floats[n * d..(n + 1) * d]);
+        if b.admit(index, &fields, values, &|| text.clone()) {
+            kept.push(n);
+            b.raws.push(text.clone());
+        }
+    }
+    kept
+}
+
 fn parse_rows(
     seq: u64,
     first_index: u64,
@@ -1002,23 +1032,7 @@ fn parse_rows(
         // The chunk's floats stay in the mapped file unless a row is rejected; then the good
         // rows are copied out.
         let floats: &[f32] = bytemuck::cast_slice(&block);
-        let mut kept = Vec::with_capacity(meta.len());
-        for (n, text) in meta.iter().enumerate() {
-            let index = first_index + n as u64;
-            b.chunk.rows_in += 1;
-            let vector = VectorField::Array {
-                len: d,
-                first_bad: None,
-            };
-            let Some(fields) = meta_fields(&mut b, index, text, vector, &mut dummy) else {
-                continue;
-            };
-            let values = finite_and_norm(&floats[n * d..(n + 1) * d]);
-            if b.admit(index, &fields, values, &|| text.clone()) {
-                kept.push(n);
-                b.raws.push(text.clone());
-            }
-        }
+        let kept = admit_float_rows(&mut b, first_index, &meta, floats, d);
         if kept.len() == meta.len() {
             b.chunk.mapped = Some(block);
         } else {
@@ -1031,30 +1045,17 @@ fn parse_rows(
         }
         return b.done();
     }
-    if let Vectors::F32(values, d) = vectors {
+    if let Vectors::F32(mut values, d) = vectors {
         // The block's floats become the chunk's: good rows stay in place, and only the rows after
         // a rejected one move up.
-        b.chunk.vectors = values;
-        let mut kept = 0;
-        for (n, text) in meta.iter().enumerate() {
-            let index = first_index + n as u64;
-            b.chunk.rows_in += 1;
-            let vector = VectorField::Array {
-                len: d,
-                first_bad: None,
-            };
-            let Some(fields) = meta_fields(&mut b, index, text, vector, &mut dummy) else {
-                continue;
-            };
-            if b.keep(index, &fields, n * d, &|| text.clone()) {
-                if kept != n * d {
-                    b.chunk.vectors.copy_within(n * d..(n + 1) * d, kept);
-                }
-                kept += d;
-                b.raws.push(text.clone());
+        let kept = admit_float_rows(&mut b, first_index, &meta, &values, d);
+        for (to, &n) in kept.iter().enumerate() {
+            if to != n {
+                values.copy_within(n * d..(n + 1) * d, to * d);
             }
         }
-        b.chunk.vectors.truncate(kept);
+        values.truncate(kept.len() * d);
+        b.chunk.vectors = values;
         return b.done();
     }
     for (n, text) in meta.iter().enumerate() {

@@ -330,32 +330,46 @@ fn split_streams_into(floats: &[f32], streams: &mut [u8]) -> (i32, i32) {
     let (o2, t2) = s2.as_chunks_mut::<LANES>();
     let (o3, t3) = s3.as_chunks_mut::<LANES>();
     for (c, chunk) in chunks.iter().enumerate() {
-        let (b0, b1, b2, b3) = (&mut o0[c], &mut o1[c], &mut o2[c], &mut o3[c]);
-        for i in 0..LANES {
-            let bits = chunk[i].to_bits();
-            b0[i] = bits as u8;
-            b1[i] = (bits >> 8) as u8;
-            b2[i] = (bits >> 16) as u8;
-            b3[i] = (bits >> 24) as u8;
-            let key = total_order_key(bits as i32);
-            mins[i] = mins[i].min(key);
-            maxs[i] = maxs[i].max(key);
-        }
+        let out = [&mut o0[c], &mut o1[c], &mut o2[c], &mut o3[c]];
+        split_lanes(chunk, out, &mut mins, &mut maxs);
     }
-    for (i, v) in tail.iter().enumerate() {
-        let bits = v.to_bits();
-        t0[i] = bits as u8;
-        t1[i] = (bits >> 8) as u8;
-        t2[i] = (bits >> 16) as u8;
-        t3[i] = (bits >> 24) as u8;
-        let key = total_order_key(bits as i32);
-        mins[i] = mins[i].min(key);
-        maxs[i] = maxs[i].max(key);
+    if !tail.is_empty() {
+        // The last few floats as one more group, padded with a copy of one of them (which leaves
+        // the bounds as they are); only their own bytes are kept.
+        let mut group = [tail[0]; LANES];
+        group[..tail.len()].copy_from_slice(tail);
+        let mut bytes = [[0u8; LANES]; 4];
+        let [b0, b1, b2, b3] = &mut bytes;
+        split_lanes(&group, [b0, b1, b2, b3], &mut mins, &mut maxs);
+        for (stream, part) in [t0, t1, t2, t3].into_iter().zip(&bytes) {
+            stream.copy_from_slice(&part[..tail.len()]);
+        }
     }
     (
         mins.into_iter().min().expect("lanes"),
         maxs.into_iter().max().expect("lanes"),
     )
+}
+
+/// One group of floats into the four streams' bytes, and into the running bounds, lane by lane.
+#[inline(always)]
+fn split_lanes(
+    group: &[f32; LANES],
+    out: [&mut [u8; LANES]; 4],
+    mins: &mut [i32; LANES],
+    maxs: &mut [i32; LANES],
+) {
+    let [b0, b1, b2, b3] = out;
+    for i in 0..LANES {
+        let bits = group[i].to_bits();
+        b0[i] = bits as u8;
+        b1[i] = (bits >> 8) as u8;
+        b2[i] = (bits >> 16) as u8;
+        b3[i] = (bits >> 24) as u8;
+        let key = total_order_key(bits as i32);
+        mins[i] = mins[i].min(key);
+        maxs[i] = maxs[i].max(key);
+    }
 }
 
 #[cfg(test)]
