@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import DIMS, RESULTS, _client, load1, vectors, wrk_load  # noqa: E402
+from bench.hot.run import RESULTS, _client, load1, start_server, vectors, wrk_load  # noqa: E402
 
 
 def main() -> None:
@@ -37,27 +33,10 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server's environment.")
     args = parser.parse_args()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "NEXTESY_HOME": str(args.home), "NEXTESY_DIMS": str(DIMS)}
-    env.update(item.split("=", 1) for item in args.env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    nextesy = Path(sys.executable).parent / "nextesy"
-    server = subprocess.Popen(
-        [str(nextesy), "serve", "--port", str(port)], env=env, start_new_session=True, stderr=subprocess.DEVNULL
-    )
+    server, port = start_server(args.home, dict(item.split("=", 1) for item in args.env))
     queries = vectors(1000, seed=2)  # run.py's held-out queries
     runs = []
     try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
         rows = int(json.loads(_healthz(port))["vectors"])
         assert all(x >= 0 for x in _client((port, 50, [q.tolist() for q in queries])))  # every answer a hot one
         work = Path(args.home)

@@ -454,26 +454,33 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> dict[str, object]:
+def start_server(home: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`nextesy serve` over the index published under `home`, on a free port, once /healthz answers."""
+    import http.client
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "NEXTESY_HOME": str(home), "NEXTESY_DIMS": str(DIMS)}
+    env = {**os.environ, "NEXTESY_HOME": str(home), "NEXTESY_DIMS": str(DIMS), **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     nextesy = Path(sys.executable).parent / "nextesy"
     server = subprocess.Popen(
         [str(nextesy), "serve", "--port", str(port)], env=env, start_new_session=True, stderr=subprocess.DEVNULL
     )
-    try:
-        import http.client
+    for _ in range(600):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    return server, port
 
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
+
+def http_load(home: Path, clients: int, requests: int, queries: np.ndarray) -> dict[str, object]:
+    server, port = start_server(home)
+    try:
         as_lists = [q.tolist() for q in queries]
         assert all(x >= 0 for x in _client((port, 50, as_lists)))  # warm-up, and every answer is a hot one
         out: dict[str, object] = {"server_rss_mb": round(rss_mb(server.pid), 1)}

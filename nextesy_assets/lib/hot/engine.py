@@ -11,6 +11,7 @@ alone, 0.98 re-ranked, at 0.65x the latency of the float32 graph at the same efS
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 from pathlib import Path
 from typing import Protocol
@@ -36,10 +37,14 @@ class VectorIndex(Protocol):
     def add(self, vectors: np.ndarray) -> None:
         """Append unit vectors; they get the next labels in order."""
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, effort: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, labels) of shape (len(queries), k), best first; label -1 pads a short answer.
 
-        `allowed` is an optional boolean mask over labels: only those rows may be returned.
+        `allowed` is an optional boolean mask over labels: only those rows may be returned. `effort`
+        scales an approximate engine's search breadth (1: its setting), for a query that also searches
+        other segments; an exact engine ignores it.
         """
 
     def save(self, path: Path) -> None:
@@ -106,12 +111,14 @@ class FaissHnsw:
         self._index.add(vectors)  # type: ignore[attr-defined]
         self.vectors = vectors if not len(self.vectors) else np.concatenate([self.vectors, vectors])
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, effort: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         take = max(k, RERANK)
-        ef = max(self.ef_search, take)
+        ef = max(math.ceil(self.ef_search * effort), take)
         bitmap = None
         if allowed is None:
             params = self._unfiltered.get(ef)
@@ -208,7 +215,9 @@ class ExactIndex:
     def add(self, vectors: np.ndarray) -> None:
         self.data = np.concatenate([self.data, np.asarray(vectors, dtype=np.float32)])
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, effort: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         return exact_search(self.data, np.asarray(queries, dtype=np.float32), k, allowed)
 
     def save(self, path: Path) -> None:

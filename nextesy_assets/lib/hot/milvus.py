@@ -53,7 +53,9 @@ class MilvusIndex:
         self.client.insert(self.collection, rows)
         self._count += len(rows)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, effort: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:  # the server sets its own search breadth: `effort` is not passed on
         flt = ""
         if allowed is not None:
             labels = np.flatnonzero(allowed)
