@@ -361,3 +361,22 @@ def test_balancer_evens_out_connections_and_then_closes_none() -> None:
     assert sorted(len(w.seen) for w in workers) == [4, 4] and list(counts) == [4, 4]
     for client, worker in clients.items():
         assert not workers[worker].shed(client)
+
+
+def test_search_effort_narrows_the_graph_walk_down_to_the_rerank_depth() -> None:
+    """A query that also searches other segments walks each graph less broadly (efSearch x effort), never
+    below the re-rank depth, and still answers from the graph."""
+    from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, RERANK
+
+    dims, rng = 32, np.random.default_rng(4)
+    index = FaissHnsw(dims)
+    index.add(normalise(structured_vectors(rng, 3000, dims)))
+    query = normalise(structured_vectors(np.random.default_rng(5), 1, dims))
+    full = index.search(query, 10)[1][0]
+    narrow = index.search(query, 10, effort=2 / 7)[1][0]
+    floor = index.search(query, 10, effort=0.01)[1][0]
+    # One search-parameters object per breadth used, keyed by its efSearch.
+    assert sorted(index._unfiltered) == sorted({RERANK, math.ceil(HNSW_EF_SEARCH * 2 / 7), HNSW_EF_SEARCH})
+    exact = exact_search(index.vectors, query, 10)[1][0]
+    for got in (full, narrow, floor):
+        assert len(set(got) & set(exact)) >= 8
