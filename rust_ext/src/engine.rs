@@ -534,6 +534,7 @@ fn sequence(
             }
             summary.rows_in += chunk.rows_in;
             let mut chunk_rejects = std::mem::take(&mut chunk.rejects);
+            let floats = floats(&chunk.mapped, &chunk.vectors);
             for row in 0..chunk.ids.len() {
                 let model = chunk.models[row]
                     .take()
@@ -563,7 +564,6 @@ fn sequence(
                 summary.rows_good += 1;
                 let day = chunk.ts[row].div_euclid(DAY_MICROS);
                 let d = options.dims;
-                let floats = floats(&chunk.mapped, &chunk.vectors);
                 groups.push(
                     day,
                     (

@@ -35,9 +35,9 @@ pub struct VectorColumn {
     dims: usize,
     level: i32,
     compressor: zstd::bulk::Compressor<'static>,
-    /// The chunk's pages, each with its header, in order (one buffer each, so the chunk never
-    /// needs one allocation of its whole size).
-    pages: Vec<Bytes>,
+    /// The chunk's pages in order, each as its header and its compressed data (buffers of their
+    /// own, so the chunk never needs one allocation of its whole size).
+    pages: Vec<[Bytes; 2]>,
     /// The repetition levels of one row, RLE-encoded: a run of one 0, then a run of `dims - 1` 1s.
     row_levels: Vec<u8>,
     body: Vec<u8>,
@@ -143,8 +143,7 @@ impl VectorColumn {
         let mut header = sink.into_inner()?.header;
         // A small page's data may have gone through the writer's buffer with its header.
         header.truncate(spec.bytes_written as usize - data.len());
-        self.pages.push(Bytes::from(header));
-        self.pages.push(data);
+        self.pages.push([Bytes::from(header), data]);
         self.offsets
             .append_offset_and_size(offset, spec.compressed_size as i32);
         self.offsets.append_row_count(rows as i64);
@@ -214,12 +213,12 @@ impl std::io::Write for HeaderOnly {
     }
 }
 
-/// A column chunk's pages, read back in order by `append_column`.
-pub struct Pages(Vec<Bytes>);
+/// A column chunk's pages (header, data), read back in order by `append_column`.
+pub struct Pages(Vec<[Bytes; 2]>);
 
 impl Length for Pages {
     fn len(&self) -> u64 {
-        self.0.iter().map(|p| p.len() as u64).sum()
+        self.0.iter().flatten().map(|p| p.len() as u64).sum()
     }
 }
 
@@ -227,7 +226,8 @@ impl ChunkReader for Pages {
     type T = PagesReader;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<PagesReader> {
-        let mut pages: std::collections::VecDeque<Bytes> = self.0.iter().cloned().collect();
+        let mut pages: std::collections::VecDeque<Bytes> =
+            self.0.iter().flatten().cloned().collect();
         let mut skip = start as usize;
         while let Some(page) = pages.front_mut() {
             if skip < page.len() {
@@ -398,6 +398,45 @@ mod tests {
         let (min, max) = split_streams(&zeros, &mut Vec::new());
         assert_eq!(from_key(min).to_bits(), (-0.0f32).to_bits());
         assert_eq!(from_key(max).to_bits(), 0.0f32.to_bits());
+    }
+
+    #[test]
+    fn chunk_metadata_counts_each_page_once() {
+        let schema = crate::writer::embeddings_schema();
+        let descr = parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&schema)
+            .unwrap()
+            .column(2);
+        let dims = 768;
+        let mut column = VectorColumn::new(descr, dims, 1).unwrap();
+        // 2048 rows fit one page at 768 floats; 3000 rows are two, and a second write a third.
+        let floats: Vec<f32> = (0..3000 * dims).map(|i| (i % 97) as f32 * 0.01).collect();
+        column.write(&floats).unwrap();
+        column.write(&floats[..10 * dims]).unwrap();
+        let (pages, close) = column.finish().unwrap();
+        let stats = close.metadata.page_encoding_stats().unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].count, 3);
+        let locations = &close.offset_index.as_ref().unwrap().page_locations;
+        assert_eq!(locations.len(), 3);
+        assert_eq!(
+            locations
+                .iter()
+                .map(|l| l.first_row_index)
+                .collect::<Vec<_>>(),
+            [0, 1500, 3000]
+        );
+        assert_eq!(close.metadata.num_values(), 3010 * dims as i64);
+        assert_eq!(pages.len(), close.bytes_written);
+        assert_eq!(pages.len() as i64, close.metadata.compressed_size());
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut pages.get_read(0).unwrap(), &mut all).unwrap();
+        assert_eq!(all.len() as u64, pages.len());
+        let second = locations[1].offset as usize;
+        assert_eq!(
+            pages.get_bytes(second as u64, 8).unwrap()[..],
+            all[second..second + 8]
+        );
     }
 
     #[test]
