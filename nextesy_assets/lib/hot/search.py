@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 US_PER_DAY = 86_400_000_000
 # A query over n segments walks each graph with efSearch x min(1, SEGMENTS_AT_FULL_EFFORT / n), never below
-# the re-rank depth: over 7 day segments of 1M x 768 in all, recall@10 0.956 at p99 1.9 ms, against 0.993
-# at 4.5 ms with every graph at full breadth (bench/results/hot.json, window_7_days*).
+# the re-rank depth: over 7 day segments of 1M x 768 in all, recall@10 0.963 at p99 2.07 ms, against 0.993
+# at 4.84 ms with every graph at full breadth (bench/results/hot.json, window_7_days*).
 SEGMENTS_AT_FULL_EFFORT = 2
 
 

@@ -394,11 +394,12 @@ def create_app(
             results, tier, snapshot_id = await loop.run_in_executor(searchers, service.search, query, vector)
         service.metrics.observe(tier, time.perf_counter() - started)
         body = orjson.dumps({"results": results, "tier": tier, "snapshot_id": snapshot_id})
+        headers = None
         balancer = getattr(app.state, "balancer", None)
         if balancer is not None and balancer.shed(request.scope.get("client")):
             service.metrics.rebalanced.inc()
-            return Response(body, media_type="application/json", headers={"connection": "close"})
-        return Response(body, media_type="application/json")
+            headers = {"connection": "close"}
+        return Response(body, media_type="application/json", headers=headers)
 
     # A plain Starlette route: the body is parsed once, by `parse`, not by FastAPI's dependency machinery
     # (a tenth of a hot query's cost); the schema is still documented in the OpenAPI below.
