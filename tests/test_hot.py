@@ -3,6 +3,7 @@ interface (FAISS, exact, Milvus Lite), and the query service answers, refuses ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -84,8 +85,8 @@ def index_contents(settings: Settings) -> dict[tuple[str, str, str], tuple[float
     index = HotIndex(Path(settings.hot_dir))
     out = {}
     for s in index.segments:
-        for row, (id_, ts) in enumerate(zip(s.ids, s.ts_us, strict=True)):
-            key = (s.info.model, str(id_), datetime.fromtimestamp(int(ts) / 1e6, UTC).isoformat())
+        for row in s.live_positions():
+            key = (s.info.model, str(s.ids[row]), datetime.fromtimestamp(int(s.ts_us[row]) / 1e6, UTC).isoformat())
             out[key] = tuple(np.round(s.vectors[row], 6))
     return out
 
@@ -124,17 +125,103 @@ def test_parity_after_appends_and_after_window_eviction(hot_settings: Settings) 
     assert index_contents(hot_settings) == before
 
 
-def test_many_batches_of_one_day_are_compacted_without_losing_rows(hot_settings: Settings) -> None:
+def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(hot_settings: Settings) -> None:
+    root = Path(hot_settings.hot_dir)
+    states, before = [], None
     for number in range(6):
-        append_batch(hot_settings, f"b{number}", 60, [0], seed=number)
+        if number == 2:
+            before = HotIndex(root)
+        append_batch(hot_settings, f"b{number}", 600 if number == 0 else 20, [0, 0, 1, 1], seed=number)
         update(hot_settings, now=NOW)
-    index = HotIndex(Path(hot_settings.hot_dir))
-    per_day = {}
-    for s in index.segments:
-        per_day[(s.info.model, s.info.day)] = per_day.get((s.info.model, s.info.day), 0) + 1
-    assert max(per_day.values()) <= 4
-    assert_parity(hot_settings, NOW)
+        mine = [s for s in segments.read_manifest(root).segments if s.model == MODELS[0]]  # type: ignore[union-attr]
+        inodes = [(root / segments.SEGMENTS / s.name / segments.VECTORS).stat().st_ino for s in mine]
+        states.append([(s.name, s.rows, s.built_rows, inode) for s, inode in zip(mine, inodes, strict=True)])
+        assert_parity(hot_settings, NOW)
+        if before is not None:
+            # The version before (a server may still be serving it) reads what it held: its delta's rows file
+            # is the one the new version appended to.
+            for old in before.segments:
+                again = segments.load_segment(root, old.info, DIMS, before.manifest.window_start)
+                assert np.array_equal(again.vectors, old.vectors) and list(again.ids) == list(old.ids)
+            before = None
+
+    main = states[0][0]
+    assert main[1:3] == (300, 300)  # the first batch: a main graph built at once, 300 rows a model
+    # 10 rows a model a batch go to the delta, the main graph untouched: created, grown in place (its rows
+    # file linked and appended to), built again at once when it has doubled.
+    assert [state[0] for state in states[1:4]] == [main] * 3
+    delta = [state[1] for state in states[1:4]]
+    assert [(rows, built) for _, rows, built, _ in delta] == [(10, 10), (20, 10), (30, 30)]
+    assert delta[0][3] == delta[1][3] != delta[2][3]
+    # Past a tenth of the main graph's rows the delta is merged into it: one graph built at once; then anew.
+    assert [(rows, built) for _, rows, built, _ in states[4]] == [(340, 340)]
+    assert [(rows, built) for _, rows, built, _ in states[5]] == [(340, 340), (10, 10)]
+
+    index = HotIndex(root)
+    assert sorted(s.info.model for s in index.segments) == sorted(MODELS * 2)
     assert checks.recall_at_k(index).recall >= 0.95
+
+
+def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_settings: Settings) -> None:
+    root = Path(hot_settings.hot_dir)
+    table = append_batch(hot_settings, "b1", 400, [2, 1, 1, 0, 0], seed=12)
+    update(hot_settings, now=NOW)
+    first = HotIndex(root)
+
+    # A day later the oldest day (a fifth of the rows) is out: the same files, its rows masked.
+    later = NOW + timedelta(days=1)
+    assert update(hot_settings, now=later).rows_evicted == 80
+    index = HotIndex(root)
+    assert [s.info.name for s in index.segments] == [s.info.name for s in first.segments]
+    assert all((s.info.rows, s.live_rows) == (200, 160) and s.live is not None for s in index.segments)
+    assert_parity(hot_settings, later)
+    gone = [r for r in table.to_pylist() if r["ts"] < NOW - timedelta(days=1, hours=12)]
+    for row in gone[:10]:
+        hits = index.search(np.asarray(row["vector"], np.float32), 10, row["model"])
+        assert len(hits) == 10 and row["id"] not in {h.id for h in hits}
+        assert index.lookup(row["id"], row["model"]) is None
+    assert checks.recall_at_k(index).recall >= 0.95  # judged on the live rows only
+    segment = index.segments[0]
+    assert segment.index._standing[0] is segment.live  # type: ignore[attr-defined]  # one bitmap for all queries
+
+    # Another day and most rows are dead: each segment is rebuilt from its live rows alone.
+    latest = NOW + timedelta(days=2)
+    assert update(hot_settings, now=latest).rows_evicted == 160
+    rebuilt = HotIndex(root)
+    assert not {s.info.name for s in rebuilt.segments} & {s.info.name for s in first.segments}
+    assert all((s.info.rows, s.live_rows, s.live) == (80, 80, None) for s in rebuilt.segments)
+    assert all(s.info.engine == "faiss-hnsw" for s in rebuilt.segments)
+    assert_parity(hot_settings, latest)
+    assert checks.recall_at_k(rebuilt).recall >= 0.95
+
+
+def test_a_rewritten_day_is_read_again_and_its_old_rows_masked(hot_settings: Settings) -> None:
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    append_batch(hot_settings, "b1", 640, [0] * 30 + [1, 1], seed=13)  # 20 rows a model yesterday, 300 today
+    update(hot_settings, now=NOW)
+    # Compaction of yesterday: its files are replaced by one file holding the same rows.
+    target = iceberg.embeddings_table(hot_settings)
+    start = datetime.combine((NOW - timedelta(days=1)).date(), datetime.min.time(), UTC)
+    day = And(GreaterThanOrEqual("ts", start.isoformat()), LessThan("ts", (start + timedelta(days=1)).isoformat()))
+    compacted = Path(target.location()) / "data" / "compacted.parquet"
+    pq.write_table(target.scan(row_filter=day).to_arrow(), compacted)
+    with target.transaction() as tx:
+        tx.delete(day)  # whole files: the filter is the day's partition
+        tx.add_files([str(compacted)])
+
+    result = update(hot_settings, now=NOW)
+    assert (result.files_read, result.rows_added, result.rows_evicted) == (1, 40, 0)
+    yesterday = (start.date() - segments.EPOCH).days
+    # Per model: the main graph with yesterday's old rows masked, and the re-read rows in the delta.
+    held = [
+        (s.info.model, s.info.replaced, s.info.rows, s.live_rows) for s in HotIndex(Path(hot_settings.hot_dir)).segments
+    ]
+    assert sorted(held) == sorted(
+        [(m, [[yesterday, 320]], 320, 300) for m in MODELS] + [(m, [], 20, 20) for m in MODELS]
+    )
+    assert_parity(hot_settings, NOW)
+    assert update(hot_settings, now=NOW).up_to_date
 
 
 def test_a_restart_loads_the_index_without_rebuilding_it(hot_settings: Settings) -> None:
@@ -364,8 +451,8 @@ def test_balancer_evens_out_connections_and_then_closes_none() -> None:
 
 
 def test_search_effort_narrows_the_graph_walk_down_to_the_rerank_depth() -> None:
-    """A query that also searches other segments walks each graph less broadly (efSearch x effort), never
-    below the re-rank depth, and still answers from the graph."""
+    """Search effort scales the graph walk (efSearch x effort: wider over a segment with dead rows), never
+    below the re-rank depth, and a narrow walk still answers from the graph."""
     from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, RERANK
 
     dims, rng = 32, np.random.default_rng(4)

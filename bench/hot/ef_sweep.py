@@ -1,7 +1,7 @@
 """efSearch sweep on an index bench/hot/run.py published: recall@10 and single-query latency per ef,
 through the engine's own search (graph walk on the codes, float32 re-rank).
 
-    .venv/bin/python bench/hot/ef_sweep.py /tmp/nextesy-bench-hot-XXXX/home/hot/segments/bench [--ef 64,96,128,192]
+    .venv/bin/python bench/hot/ef_sweep.py /tmp/nextesy-bench-hot-XXXX/home/hot [--ef 64,96,128,192]
 
 Adds the sweep under "ef_sweep" of the size's entry in bench/results/hot.json.
 """
@@ -20,25 +20,28 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.hot.run import RESULTS, K, load1, percentiles, recall, vectors  # noqa: E402
-from nextesy_assets.lib.hot.engine import RERANK, FaissHnsw  # noqa: E402
+from nextesy_assets.lib.hot import segments  # noqa: E402
+from nextesy_assets.lib.hot.engine import RERANK  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("segment", type=Path)
+    parser.add_argument("hot", type=Path, help="The published index's hot directory (its manifest.json).")
     parser.add_argument("--ef", default="64,96,128,192")
     parser.add_argument("--queries", type=int, default=1000)
     args = parser.parse_args()
     import faiss
 
-    data = np.load(args.segment / "vectors.npy", mmap_mode="r")
+    manifest = segments.read_manifest(args.hot)
+    assert manifest is not None and len(manifest.segments) == 1, "one published segment expected"
+    segment = segments.load_segment(args.hot, manifest.segments[0], manifest.dims, manifest.window_start)
+    data, index = segment.vectors, segment.index
     queries = vectors(args.queries, seed=2)  # the same queries run.py used
     flat = faiss.IndexFlatIP(data.shape[1])
     for start in range(0, len(data), 100_000):
         flat.add(np.ascontiguousarray(data[start : start + 100_000]))
     truth = flat.search(queries, K)[1]
     del flat
-    index = FaissHnsw.load(args.segment, data.shape[1])
     faiss.omp_set_num_threads(1)
     sweep = []
     for ef in (int(e) for e in args.ef.split(",")):

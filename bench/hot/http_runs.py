@@ -1,7 +1,7 @@
 """Repeated HTTP load runs against an index run.py published: `nextesy serve` under wrk, N runs in a row.
 
     flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/http_runs.py /tmp/nextesy-bench-hot-XXXX/home \
-        [--runs 5] [--seconds 10] [--clients 8] [--label NAME] [--env NEXTESY_HOT_WORKERS=2]
+        [--runs 5] [--seconds 10] [--clients 8] [--label NAME [--size 1000000]] [--env NEXTESY_HOT_WORKERS=2]
 
 The same load as run.py's HTTP step (wrk, keep-alive connections, the held-out query vectors in turn),
 without rebuilding or republishing the index, so server settings can be compared run against run on a
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--label", help="Record the runs under this name in hot.json.")
+    parser.add_argument("--size", help="The size entry of hot.json to record under (default: the index's rows).")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server's environment.")
     args = parser.parse_args()
 
@@ -53,7 +54,7 @@ def main() -> None:
     print(json.dumps(quietest))
     if args.label:
         results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(str(rows), {}).setdefault("http_runs", {})
+        entry = results["sizes"].setdefault(args.size or str(rows), {}).setdefault("http_runs", {})
         entry[args.label] = {"env": args.env, "seconds": args.seconds, "load_1m_after": load1(), "runs": runs}
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

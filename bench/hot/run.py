@@ -4,8 +4,8 @@ same index through `nextesy serve` over HTTP on 127.0.0.1.
 
 For each size (default 100k and 1M x 768 normalised structured vectors, like the demo's): build time,
 single-query p50/p99 latency and QPS for k=10, recall@10 against exact search, memory; the time to add
-a 10k-vector batch as a new segment while a thread keeps querying; and HTTP p50/p99 under N concurrent
-clients (wrk, keep-alive connections; and Python client processes).
+a 10k-vector batch to the index (as the update path adds it) while a thread keeps querying; and HTTP
+p50/p99 under N concurrent clients (wrk, keep-alive connections; and Python client processes).
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/hot/run.py [--sizes 100000,1000000] [--engines faiss-hnsw,faiss-flat,hnswlib,...]
@@ -304,18 +304,24 @@ def measure(
     }
 
 
-def incremental(ours: OursHnsw, dims: int, work: Path) -> dict[str, object]:
-    """A 10k batch built as a new segment (the update path) while another thread keeps querying."""
+def incremental(home: Path, ours: OursHnsw) -> dict[str, object]:
+    """A 10k batch into the published 1M index as the update path adds it (the main graph has no delta yet,
+    so the batch starts one), while another thread keeps querying."""
     import pyarrow as pa
 
     from nextesy_assets.lib.hot import segments
+    from nextesy_assets.lib.hot.update import next_version
 
+    root = home / "hot"
+    manifest = segments.read_manifest(root)
+    assert manifest is not None and len(manifest.segments) == 1
     batch = vectors(10_000, seed=77)
     queries = vectors(200, seed=78)
+    day = max(manifest.segments[0].days)
     meta = pa.table(
         {
             "id": [f"new-{i}" for i in range(len(batch))],
-            "ts_us": np.zeros(len(batch), np.int64),
+            "ts_us": np.full(len(batch), day * segments.US_PER_DAY, np.int64),
             "source": ["bench"] * len(batch),
         }
     )
@@ -333,12 +339,15 @@ def incremental(ours: OursHnsw, dims: int, work: Path) -> dict[str, object]:
     thread = threading.Thread(target=keep_querying)
     thread.start()
     started = time.perf_counter()
-    segments.build_segment(work, "bench-new", "bench", 0, batch, meta)
+    next_version(root, "bench-delta", "bench", None, batch, meta, manifest.window_start, DIMS)
     seconds = time.perf_counter() - started
     stop.set()
     thread.join()
+    shutil.rmtree(root / segments.SEGMENTS / "bench-delta")  # the published index stays as it was
     return {
         "rows": len(batch),
+        "into_rows": manifest.segments[0].rows,
+        "as": "a new delta graph beside the main one (update.next_version)",
         "seconds": round(seconds, 2),
         "queries_served_meanwhile": served[0],
         "worst_query_ms_meanwhile": round(worst[0] * 1000, 2),
@@ -354,7 +363,9 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
 
     root = home / "hot"
     path = root / segments.SEGMENTS / "bench"
-    ours.index.save(path)  # index.faiss and vectors.npy, as a segment has them
+    ours.index.save(path, with_vectors=False)  # the graph; the rows go to the segment's own file
+    with open(path / segments.VECTORS, "wb") as out:
+        data.tofile(out)
     now_us = int(time.time() * 1e6)
     pq.write_table(
         pa.table(
@@ -364,10 +375,10 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
                 "source": ["bench"] * len(data),
             }
         ),
-        path / "meta.parquet",
+        path / segments.META,
     )
-    day = now_us // 86_400_000_000
-    info = segments.SegmentInfo(name="bench", model="bench", day=int(day), rows=len(data), engine="faiss-hnsw")
+    day = int(now_us // segments.US_PER_DAY)
+    info = segments.SegmentInfo(name="bench", model="bench", rows=len(data), engine="faiss-hnsw", days={day: len(data)})
     segments.write_manifest(
         root,
         segments.Manifest(
@@ -375,7 +386,7 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
             source_snapshot_id=1,
             source_snapshot_ms=now_us // 1000,
             window_days=7,
-            window_start=int(day) - 6,
+            window_start=day - 6,
             dims=DIMS,
             segments=[info],
         ),
@@ -547,9 +558,9 @@ def main() -> None:
                 gc.collect()
         if ours is not None:
             work = Path(tempfile.mkdtemp(prefix="nextesy-bench-hot-"))
-            row["incremental_10k"] = incremental(ours, DIMS, work)
-            print(json.dumps(row["incremental_10k"]), flush=True)
             publish(ours, data, work / "home")
+            row["incremental_10k"] = incremental(work / "home", ours)
+            print(json.dumps(row["incremental_10k"]), flush=True)
             del ours
             gc.collect()
             row["http"] = http_load(work / "home", args.clients, args.requests, queries)
@@ -581,7 +592,7 @@ def main() -> None:
         if "incremental_10k" in row:
             i = row["incremental_10k"]
             print(
-                f"{size:>8} add 10k as a segment: {i['seconds']} s, {i['queries_served_meanwhile']} queries served "
+                f"{size:>8} 10k batch: {i['seconds']} s, {i['queries_served_meanwhile']} queries served "
                 f"meanwhile (worst {i['worst_query_ms_meanwhile']} ms)"
             )
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")

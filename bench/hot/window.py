@@ -1,23 +1,33 @@
-"""The hot window as the service holds it: one graph per day, every graph walked per query.
+"""The hot window as the update path leaves it and the service searches it: a week in a main graph and a delta.
 
-run.py measures one 1M segment. A window of D days of the same 1M vectors is D segments (one per
-`day(ts)`), and a query walks all of them, each less broadly the more there are, and keeps the best k
-(as `HotIndex.search` does). This measures that case in process, on run.py's data, queries and exact
-answers (`--ef N` walks every graph at efSearch N instead):
+run.py measures one 1M graph built in one go. In service, a model's window is a main graph built at once
+and a delta graph that takes each new batch (`update.next_version`: grown in place, its rows file linked
+and appended to, or built again at once when it has doubled), until the delta holds a tenth of the main
+graph's rows (`MERGE_DELTA_AT`) and the two are built at once as one. This measures the end of that
+cycle, where a query costs most: run.py's 1M graph (its cache, or built here) as a week of rows, and
+--grow of its rows more in batches of --batch rows, searched through `HotIndex.search` (the service's
+own path, which walks the delta less broadly):
 
-    flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/window.py [--days 7] [--size 1000000]
+- the full window: 7 days, 1M rows in the main graph and the rest in the delta;
+- the next day: the oldest day has left the window, its rows masked out of the main graph (recall judged
+  against an exact search over the live rows only).
 
-Graphs are cached under --cache like run.py's. Results go under "window_<D>_days" of the size's entry
-in bench/results/hot.json.
+    flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/window.py [--size 1000000] [--grow 0.095]
+
+The grown index is kept under --cache (with the seconds each batch took); `--rebuild` grows it again.
+Results go under "window_7_days" of the size's entry in bench/results/hot.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
+import shutil
 import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bench.hot.run import (  # noqa: E402
     DIMS,
     RESULTS,
+    Engine,
     K,
     OursHnsw,
     cached_array,
@@ -37,87 +48,168 @@ from bench.hot.run import (  # noqa: E402
     measure,
     vectors,
 )
-from nextesy_assets.lib.hot import engine  # noqa: E402
-from nextesy_assets.lib.hot.search import SEGMENTS_AT_FULL_EFFORT  # noqa: E402
+from nextesy_assets.lib.hot import segments  # noqa: E402
+from nextesy_assets.lib.hot.search import HotIndex  # noqa: E402
+from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, next_version, rebuild_due  # noqa: E402
+
+MODEL = "bench"
+DAYS = 7
 
 
-class OursWindow(OursHnsw):
-    """Our engine over `days` equal slices of the data, one graph each, answers merged by score."""
+def meta_of(first_row: int, rows: int, day: int, first_day: int, total: int):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
 
-    days = 7
-    ef: int | None = None
-    params: ClassVar[dict[str, object]] = {**OursHnsw.params, "days": days}
+    labels = np.arange(first_row, first_row + rows)
+    # Rows spread evenly over the week by position (day -1: by position, as the base is).
+    days = first_day + labels * DAYS // total if day < 0 else np.full(rows, day)
+    return pa.table(
+        {"id": [f"v{i}" for i in labels], "ts_us": days * segments.US_PER_DAY + labels % 1000, "source": [MODEL] * rows}
+    )
 
-    def _parts(self, data: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        bounds = np.linspace(0, len(data), self.days + 1).astype(int)
-        return [(int(a), data[a:b]) for a, b in itertools.pairwise(bounds)]
 
-    def build(self, data: np.ndarray) -> None:
-        self.graphs = []
-        for offset, part in self._parts(data):
-            index = engine.FaissHnsw(DIMS)
-            index.add(part)
-            engine.prefer_huge_pages(index._index)
-            self.graphs.append((offset, index))
+def grow_window(root: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path) -> dict[str, object]:
+    """Publish the base graph as a week-long segment, then add `extra` batch by batch as update() does."""
+    first_day = (datetime.now(UTC).date() - segments.EPOCH).days - (DAYS - 1)
+    ours = OursHnsw()
+    key = f"OursHnsw-{len(data)}-" + "-".join(f"{v}" for v in OursHnsw.params.values())
+    started = time.perf_counter()
+    if (cache / f"{key}.index").exists():
+        ours.load(cache / f"{key}.index", data)
+        base_how = f"run.py's cached build ({key})"
+    else:
+        ours.build(data)
+        base_how = f"built at once here in {time.perf_counter() - started:.0f} s"
+    path = root / segments.SEGMENTS / "base"
+    ours.index.save(path, with_vectors=False)
+    with open(path / segments.VECTORS, "wb") as out:
+        data.tofile(out)
+    meta = meta_of(0, len(data), -1, first_day, len(data))
+    import pyarrow.parquet as pq
+
+    pq.write_table(meta, path / segments.META)
+    counts = np.bincount((meta["ts_us"].to_numpy() // segments.US_PER_DAY) - first_day, minlength=DAYS)
+    days = {first_day + d: int(c) for d, c in enumerate(counts)}
+    main = segments.SegmentInfo("base", MODEL, len(data), "faiss-hnsw", days, [], len(data))
+    publish(root, [main], 1, first_day)
+    seconds, steps, delta = [], [], None
+    today = first_day + DAYS - 1
+    for n, start in enumerate(range(0, len(extra), batch)):
+        rows = extra[start : start + batch]
+        t = time.perf_counter()
+        meta = meta_of(len(data) + start, len(rows), today, first_day, 0)
+        carried = None if delta is None else Carried(delta, delta.days, delta.replaced)
+        how = (
+            "new"
+            if carried is None
+            else "rebuilt"
+            if rebuild_due(delta, len(rows), {today: delta.rows + len(rows)})
+            else "grown"
+        )  # type: ignore[arg-type]
+        delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS)
+        assert delta.rows <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
+        publish(root, [main, delta], n + 2, first_day)
+        seconds.append(round(time.perf_counter() - t, 2))
+        steps.append(how)
+        print(f"batch {n + 1}: {len(rows)} rows, delta {how} to {delta.rows} rows, in {seconds[-1]} s", flush=True)
+    segments.sweep(root, {main.name, delta.name} if delta else {main.name})
+    return {
+        "base": base_how,
+        "batch_rows": batch,
+        "seconds_per_batch": seconds,
+        "delta_per_batch": steps,
+        "load_1m": load1(),
+    }
+
+
+def publish(root: Path, infos: list[segments.SegmentInfo], version: int, first_day: int) -> None:
+    segments.write_manifest(
+        root,
+        segments.Manifest(
+            version=version,
+            source_snapshot_id=version,
+            source_snapshot_ms=int(time.time() * 1000),
+            window_days=DAYS,
+            window_start=first_day,
+            dims=DIMS,
+            segments=infos,
+        ),
+    )
+
+
+class Window(Engine):
+    """Queries through HotIndex.search over the built window; labels are the row numbers of `data`."""
+
+    name = "faiss-hnsw-sq8 + re-rank (nextesy), HotIndex.search"
+    params: ClassVar[dict[str, object]] = OursHnsw.params
+    cacheable = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def build(self, data: np.ndarray) -> None:  # measured as build_s: here, the service's load of the index
+        self.index = HotIndex(self.root)
 
     def query(self, q: np.ndarray) -> np.ndarray:
-        effort = min(1.0, SEGMENTS_AT_FULL_EFFORT / len(self.graphs))  # as HotIndex.search walks them
-        if self.ef:
-            effort = 1.0
-            for _, index in self.graphs:
-                index.ef_search = self.ef
-        q = q.reshape(1, -1)
-        scores, labels = [], []
-        for offset, index in self.graphs:
-            s, lab = index.search(q, K, effort=effort)
-            keep = lab[0] >= 0
-            scores.append(s[0][keep])
-            labels.append(lab[0][keep] + offset)
-        merged_scores, merged = np.concatenate(scores), np.concatenate(labels)
-        return merged[np.argsort(-merged_scores, kind="stable")[:K]]
-
-    def save(self, path: Path) -> None:
-        import faiss
-
-        path.write_text(json.dumps([offset for offset, _ in self.graphs]))
-        for n, (_, index) in enumerate(self.graphs):
-            faiss.write_index(index._index, f"{path}.{n}")
-
-    def load(self, path: Path, data: np.ndarray) -> None:
-        import faiss
-
-        self.graphs = []
-        for n, (offset, part) in enumerate(self._parts(data)):
-            index = faiss.read_index(f"{path}.{n}")
-            engine.prefer_huge_pages(index)
-            self.graphs.append((offset, engine.FaissHnsw(DIMS, index, part)))
+        return np.asarray([int(h.id[1:]) for h in self.index.search(q, K, MODEL)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--grow", type=float, default=0.095, help="Rows added in place, as a share of --size.")
+    parser.add_argument("--batch", type=int, default=6_000, help="Rows per added batch (a day's in 24 hours).")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--ef", type=int, help="efSearch of each day's graph (default: the engine's).")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/nextesy-bench-hot-cache"))
+    parser.add_argument("--rebuild", action="store_true", help="Grow the window again instead of reusing it.")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    OursWindow.days = args.days
-    OursWindow.params = {**OursHnsw.params, "days": args.days}
     data = cached_array(args.cache, f"data-{args.size}", functools.partial(vectors, args.size, 1))
+    extra = vectors(int(args.size * args.grow), seed=3)
     queries = vectors(args.queries, seed=2)
-    truth = cached_array(args.cache, f"truth-{args.size}-{args.queries}", functools.partial(exact_truth, data, queries))
-    adapter = OursWindow()
-    adapter.name = f"{OursHnsw.name}, {args.days} day segments"
-    if args.ef:
-        OursWindow.ef = args.ef
-        adapter.name += f", efSearch {args.ef} per segment"
-    measured = measure(adapter, data, queries, truth, args.queries, args.cache)
-    measured["load_1m_after"] = load1()
-    print(json.dumps(measured))
+    root = args.cache / f"window-{args.size}-grown-{args.grow}"
+    stamp = root / "grown.json"
+    if args.rebuild or not stamp.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        stamp.parent.mkdir(parents=True)
+        stamp.write_text(json.dumps(grow_window(root, data, extra, args.batch, args.cache)))
+    grown = json.loads(stamp.read_text())
+    manifest = segments.read_manifest(root)
+    assert manifest is not None
+    info = manifest.segments[0]  # the main graph; the delta holds only today
+    first_day = manifest.window_start
+    out: dict[str, object] = {"grown_by": f"{len(extra)} rows in place ({args.grow} of {args.size})", **grown}
+
+    everything = np.concatenate([data, extra])
+    truth = cached_array(
+        args.cache, f"truth-{len(everything)}-{args.queries}", functools.partial(exact_truth, everything, queries)
+    )
+    # build_s of these two is the time HotIndex takes to load the index (as the service does at start).
+    full = measure(Window(root), everything, queries, truth, args.queries, None)
+    out["full_window"] = full
+    print(json.dumps(full), flush=True)
+
+    # The next day: the oldest day is out of the window, its rows masked (no files change, as in update()).
+    evicted = int(info.days[first_day])
+    moved = replace(manifest, version=manifest.version + 1, window_start=first_day + 1)
+    moved.segments = [
+        replace(info, days={d: r for d, r in info.days.items() if d != first_day}),
+        *manifest.segments[1:],
+    ]
+    segments.write_manifest(root, moved)
+    live_truth = cached_array(
+        args.cache,
+        f"truth-{len(everything)}-{args.queries}-from-{evicted}",
+        lambda: exact_truth(everything[evicted:], queries) + evicted,
+    )
+    masked = measure(Window(root), everything, queries, live_truth, args.queries, None)
+    masked["dead_rows"] = evicted
+    out["oldest_day_masked"] = masked
+    print(json.dumps(masked), flush=True)
+    segments.write_manifest(root, replace(manifest, version=manifest.version + 2))  # as grown, for the next run
+    out["load_1m_after"] = load1()
+
     results = json.loads(RESULTS.read_text())
-    key = f"window_{args.days}_days" + (f"_ef{args.ef}" if args.ef else "")
-    results["sizes"].setdefault(str(args.size), {})[key] = measured
+    results["sizes"].setdefault(str(args.size), {})["window_7_days"] = out
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

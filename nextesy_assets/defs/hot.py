@@ -40,9 +40,9 @@ HOT_STALENESS = "hot_staleness"
             description="Snapshots and seconds behind the table, within NEXTESY_HOT_MAX_LAG_S.",
         ),
     ],
-    description="ANN index (FAISS HNSW) over the last NEXTESY_HOT_WINDOW_DAYS days of nextesy.embeddings, per "
-    "model and day: new data files of the snapshot diff added, days out of the window evicted; served by "
-    "`nextesy serve`.",
+    description="ANN index (FAISS HNSW) over the last NEXTESY_HOT_WINDOW_DAYS days of nextesy.embeddings, one "
+    "graph per model: rows of the snapshot diff's new data files added, days out of the window masked (and "
+    "dropped when the graph is rebuilt); served by `nextesy serve`.",
 )
 def hot_index(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> dg.MaterializeResult:
     settings = nextesy.settings()

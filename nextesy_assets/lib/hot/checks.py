@@ -63,8 +63,9 @@ def recall_at_k(index: HotIndex, k: int = 10, sample: int = 100, seed: int = 0) 
         by_model.setdefault(segment.info.model, []).append(segment)
     found, asked, queries = 0, 0, 0
     for model, segments in sorted(by_model.items()):
-        data = np.concatenate([s.vectors for s in segments])
-        keys = [(str(i), from_us(int(t)).isoformat()) for s in segments for i, t in zip(s.ids, s.ts_us, strict=True)]
+        rows = [(s, s.live_positions()) for s in segments]
+        data = np.concatenate([s.vectors[live] for s, live in rows])
+        keys = [(str(s.ids[r]), from_us(int(s.ts_us[r])).isoformat()) for s, live in rows for r in live]
         picks = rng.choice(len(data), size=min(len(data), max(1, sample // len(by_model))), replace=False)
         for row in picks:
             _, exact = exact_search(data, normalise(data[row : row + 1]), k)

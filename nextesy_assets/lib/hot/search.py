@@ -14,16 +14,18 @@ import pyarrow.compute as pc
 
 from ..errors import NextesyError
 from .engine import EXACT_BELOW, exact_search, normalise
-from .segments import EPOCH, Manifest, Segment, day_of, load_segment, read_manifest
+from .segments import EPOCH, US_PER_DAY, Manifest, Segment, day_of, load_segment, read_manifest
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-US_PER_DAY = 86_400_000_000
-# A query over n segments walks each graph with efSearch x min(1, SEGMENTS_AT_FULL_EFFORT / n), never below
-# the re-rank depth: over 7 day segments of 1M x 768 in all, recall@10 0.963 at p99 2.07 ms, against 0.993
-# at 4.84 ms with every graph at full breadth (bench/results/hot.json, window_7_days*).
-SEGMENTS_AT_FULL_EFFORT = 2
+# A walk through a graph with dead rows (evicted days, replaced rows) spends part of its breadth on them: it
+# is widened by the segment's stored/live ratio, at most this much (MAX_DEAD_SHARE 0.5 keeps it within 2).
+MAX_EFFORT = 2.0
+# A segment holding at least this share of a query's candidate rows is walked at full breadth, one holding
+# less (the delta beside a main graph) proportionally less, never below the re-rank depth: its share of the
+# best k is about its share of the rows.
+SHARE_AT_FULL_EFFORT = 0.3
 
 
 class QueryError(NextesyError):
@@ -71,20 +73,25 @@ class HotIndex:
             if manifest is None or manifest.version == self.manifest.version:
                 return False
             loaded = {s.info.name: s for s in self.segments}
-            segments = [loaded.get(info.name) or load_segment(self.root, info) for info in manifest.segments]
+            segments = [
+                loaded[info.name].with_info(info, manifest.window_start)
+                if info.name in loaded
+                else load_segment(self.root, info, manifest.dims, manifest.window_start)
+                for info in manifest.segments
+            ]
             # One assignment each: a query running now keeps the lists it started with.
             self.segments, self.manifest = segments, manifest
             return True
 
     @property
     def rows(self) -> int:
-        return sum(len(s.ids) for s in self.segments)
+        return sum(s.live_rows for s in self.segments)
 
     @property
     def models(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.segments:
-            out[s.info.model] = out.get(s.info.model, 0) + len(s.ids)
+            out[s.info.model] = out.get(s.info.model, 0) + s.live_rows
         return out
 
     @property
@@ -105,7 +112,10 @@ class HotIndex:
         for segment in self.segments:
             if model is not None and segment.info.model != model:
                 continue
-            for row in np.flatnonzero(segment.ids == id_):
+            matches = segment.ids == id_
+            if segment.live is not None:
+                matches &= segment.live
+            for row in np.flatnonzero(matches):
                 if best is None or segment.ts_us[row] > best[0]:
                     best = (int(segment.ts_us[row]), segment.info.model, segment.vectors[row])
         return None if best is None else (best[1], best[2])
@@ -130,22 +140,25 @@ class HotIndex:
         for segment in segments:
             if segment.info.model != model:
                 continue
-            day_start = segment.info.day * US_PER_DAY
-            if (since_us is not None and day_start + US_PER_DAY <= since_us) or (
-                until_us is not None and day_start >= until_us
+            if (since_us is not None and (segment.info.last_day + 1) * US_PER_DAY <= since_us) or (
+                until_us is not None and segment.info.first_day * US_PER_DAY >= until_us
             ):
                 continue
             allowed = segment.mask(source, since_us, until_us)
-            if allowed is not None and not allowed.any():
-                continue
-            searched.append((segment, allowed))
-        # The best k of a query over n day segments are spread among them, so each graph is walked less
-        # broadly than a lone one: a query costs about as much for a week as for two days (bench/hot/window.py).
-        effort = min(1.0, SEGMENTS_AT_FULL_EFFORT / max(len(searched), 1))
-        for segment, allowed in searched:
-            if allowed is not None and allowed.sum() < EXACT_BELOW:
+            # With no filter beyond the segment's own, the count is known: no pass over a million flags.
+            allowed_rows = segment.live_rows if allowed is segment.live else int(allowed.sum())  # type: ignore[union-attr]
+            if allowed_rows:
+                searched.append((segment, allowed, allowed_rows))
+        total = sum(rows for _, _, rows in searched)
+        for segment, allowed, allowed_rows in searched:
+            # A filter of the query's own that keeps few rows is answered exactly; the segment's own mask (at
+            # least half its rows live) is left to the graph walk.
+            if allowed is not None and allowed is not segment.live and allowed_rows < EXACT_BELOW:
                 scores, labels = exact_search(segment.vectors, query, want, allowed)
             else:
+                # Wider over dead rows, narrower over a graph holding a small share of the answers (the delta).
+                share = min(1.0, allowed_rows / (total * SHARE_AT_FULL_EFFORT))
+                effort = min(MAX_EFFORT, len(segment.ids) / allowed_rows) * share
                 scores, labels = segment.index.search(query, want, allowed, effort=effort)
             for score, label in zip(scores[0], labels[0], strict=True):
                 if label >= 0 and segment.ids[label] != exclude_id:

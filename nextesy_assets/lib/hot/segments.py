@@ -1,11 +1,20 @@
-"""The hot index on disk: immutable segments (one model, one day) and a manifest naming the live ones.
+"""The hot index on disk: one segment per model spanning the window, and a manifest naming the live ones.
 
-A segment is written once and never changed: an update writes new segments and then swaps the
-manifest by an atomic rename, so a reader (the query service) always sees a whole version.
+A segment is one graph over every row a model has in the window, so a query walks one graph however many
+days the window holds (a week as seven day graphs cost about 2.5 times the search CPU, bench/hot). New rows
+extend the graph; rows of days that left the window, or of days re-read from the table, stay in the graph
+but are masked out of every answer, until so many are dead that the segment is rebuilt from its live rows.
+
+A segment directory is written once and never changed: an update writes a new version of the segment and
+then swaps the manifest by an atomic rename, so a reader (the query service) always sees a whole version.
+The float32 rows live in `vectors.f32`, append-only: a new version hard-links its base's file and appends,
+so extending a 1M-row segment writes the new rows and the graph, not 3 GB of vectors again (a reader of the
+old version maps only its own prefix, which the append leaves as it was).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -17,10 +26,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .engine import ExactIndex, FaissHnsw, VectorIndex
+from .engine import ExactIndex, FaissHnsw, VectorIndex, populate
 
 MANIFEST = "manifest.json"
 SEGMENTS = "segments"
+VECTORS = "vectors.f32"
+META = "meta.parquet"
+# 2: one segment per model over the window, rows masked by day. An index of an older layout (one segment per
+# day) is not read: the next update rebuilds it from the table.
+LAYOUT = 2
 EPOCH = date(1970, 1, 1)
 # Below this many rows a segment is searched exactly: a graph buys nothing at that size.
 HNSW_FROM_ROWS = 2_000
@@ -36,9 +50,29 @@ def day_of(ordinal: int) -> date:
 class SegmentInfo:
     name: str
     model: str
-    day: int  # days since the epoch, as Iceberg's day(ts) partition
-    rows: int
+    rows: int  # rows stored, live or dead
     engine: str
+    # Live rows per day (days since the epoch, as Iceberg's day(ts) partition); a day that left the window
+    # or was replaced is gone from here, its rows dead in the segment.
+    days: dict[int, int] = field(default_factory=dict)
+    # [day, below]: rows of `day` at positions below `below` were replaced by a re-read of that day.
+    replaced: list[list[int]] = field(default_factory=list)
+    built_rows: int = 0  # rows when the graph was last built at once; the rest were added to it since
+
+    def __post_init__(self) -> None:
+        self.days = {int(day): int(rows) for day, rows in self.days.items()}  # JSON keys are strings
+
+    @property
+    def live_rows(self) -> int:
+        return sum(self.days.values())
+
+    @property
+    def first_day(self) -> int:
+        return min(self.days, default=0)
+
+    @property
+    def last_day(self) -> int:
+        return max(self.days, default=-1)
 
 
 @dataclass
@@ -46,6 +80,7 @@ class Manifest:
     """What the index holds and which table snapshot it reflects."""
 
     version: int = 0
+    layout: int = LAYOUT
     source_snapshot_id: int | None = None
     source_snapshot_ms: int | None = None
     window_days: int = 0
@@ -56,14 +91,17 @@ class Manifest:
 
     @property
     def rows(self) -> int:
-        return sum(s.rows for s in self.segments)
+        return sum(s.live_rows for s in self.segments)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str) -> Manifest | None:
+        """The manifest, or None for one of an older layout (rebuilt by the next update)."""
         raw = json.loads(text)
+        if raw.get("layout", 1) != LAYOUT:
+            return None
         raw["segments"] = [SegmentInfo(**s) for s in raw.get("segments", [])]
         return cls(**raw)
 
@@ -88,25 +126,46 @@ class Segment:
 
     info: SegmentInfo
     index: VectorIndex
-    vectors: np.ndarray  # unit vectors, float32
+    vectors: np.ndarray  # unit vectors, float32, every stored row
     ids: np.ndarray  # object (str)
     ts_us: np.ndarray  # int64 microseconds since the epoch, UTC
     sources: np.ndarray  # object (str | None)
+    # Rows that may be answered (in the window, not replaced), read-only; None when all may.
+    live: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Sources as small integer codes: a source filter over a million rows is one integer compare.
         named = np.asarray(["\0" if v is None else v for v in self.sources.tolist()], dtype=str)
         self.source_names, codes = np.unique(named, return_inverse=True)
         self.source_codes = codes.astype(np.int32)
+        self.row_days = (self.ts_us // US_PER_DAY).astype(np.int32)
+        self.live_rows = len(self.ids) if self.live is None else int(self.live.sum())
+
+    def with_info(self, info: SegmentInfo, window_start: int) -> Segment:
+        """This segment under a newer manifest entry: the same rows, masked for its window and replacements."""
+        keep = self.row_days >= window_start
+        for day, below in info.replaced:
+            keep[:below] &= self.row_days[:below] != day
+        out = copy.copy(self)
+        out.info = info
+        out.live_rows = int(keep.sum())
+        if out.live_rows == len(keep):
+            out.live = None
+        else:
+            keep.setflags(write=False)  # never changes, so an engine may build its filter from it once
+            out.live = keep
+        return out
+
+    def live_positions(self) -> np.ndarray:
+        return np.arange(len(self.ids)) if self.live is None else np.flatnonzero(self.live)
 
     def mask(self, source: str | None, since_us: int | None, until_us: int | None) -> np.ndarray | None:
-        """Rows that pass the filters, or None when all do (the common case costs nothing)."""
-        day_start = self.info.day * US_PER_DAY
-        since_us = None if since_us is None or since_us <= day_start else since_us
-        until_us = None if until_us is None or until_us >= day_start + US_PER_DAY else until_us
+        """Rows that may be answered and pass the filters, or None when all rows do (costs nothing)."""
+        since_us = None if since_us is None or since_us <= self.info.first_day * US_PER_DAY else since_us
+        until_us = None if until_us is None or until_us >= (self.info.last_day + 1) * US_PER_DAY else until_us
         if source is None and since_us is None and until_us is None:
-            return None
-        keep = np.ones(len(self.ids), dtype=bool)
+            return self.live
+        keep = np.ones(len(self.ids), dtype=bool) if self.live is None else self.live.copy()
         if source is not None:
             found = np.flatnonzero(self.source_names == source)
             keep &= self.source_codes == (found[0] if len(found) else -1)
@@ -118,31 +177,67 @@ class Segment:
 
 
 def build_segment(
-    root: Path, name: str, model: str, day: int, vectors: np.ndarray, meta: pa.Table, base: Segment | None = None
-) -> Segment:
-    """Write a new segment; with `base`, its rows come first and its graph is extended, not rebuilt."""
-    dims = vectors.shape[1]
-    if base is not None:
-        vectors = np.concatenate([base.vectors, vectors])
-        meta = pa.concat_tables([meta_table(base), meta])
-    rows = len(vectors)
-    if rows >= HNSW_FROM_ROWS:
-        if isinstance(base, Segment) and isinstance(base.index, FaissHnsw):
-            index: VectorIndex = base.index
-            index.add(vectors[len(base.vectors) :])
-            vectors = index.vectors  # the engine's copy: one in memory, not two
-        else:
-            index = FaissHnsw(dims)
-            index.add(vectors)
-        engine = "faiss-hnsw"
-    else:
-        index, engine = ExactIndex(dims, vectors), "exact"
+    root: Path,
+    name: str,
+    model: str,
+    vectors: np.ndarray,
+    meta: pa.Table,
+    days: dict[int, int],
+    base: Segment | None = None,
+    replaced: list[list[int]] | None = None,
+) -> SegmentInfo:
+    """Write a segment: with `base`, a new version of it whose rows come first, its graph extended.
+
+    `days` are the live rows per day of the result, `replaced` its [day, below] replacements.
+    """
     path = root / SEGMENTS / name
     path.mkdir(parents=True, exist_ok=True)
-    index.save(path)  # both engines write the float32 rows as vectors.npy
-    pq.write_table(meta, path / "meta.parquet")
-    info = SegmentInfo(name=name, model=model, day=day, rows=rows, engine=engine)
-    return _segment(info, index, vectors, meta)
+    dims = vectors.shape[1]
+    rows = len(vectors) + (len(base.ids) if base is not None else 0)
+    index: VectorIndex | None = None
+    if base is not None:
+        _extend_vectors(root / SEGMENTS / base.info.name / VECTORS, path / VECTORS, len(base.ids), vectors)
+        meta = pa.concat_tables([meta_table(base), meta])
+        if isinstance(base.index, FaissHnsw):
+            index = base.index
+            index.grow(vectors)
+    else:
+        with open(path / VECTORS, "wb") as out:
+            np.ascontiguousarray(vectors, dtype=np.float32).tofile(out)
+    if index is None and rows >= HNSW_FROM_ROWS:
+        index = FaissHnsw(dims)
+        index.grow(_map_vectors(path, rows, dims))
+    if isinstance(index, FaissHnsw):
+        index.save(path, with_vectors=False)
+    pq.write_table(meta, path / META)
+    return SegmentInfo(
+        name=name,
+        model=model,
+        rows=rows,
+        engine="faiss-hnsw" if index is not None else "exact",
+        days=dict(days),
+        replaced=list(replaced or []),
+        built_rows=base.info.built_rows if base is not None else rows,
+    )
+
+
+def _extend_vectors(source: Path, target: Path, rows: int, vectors: np.ndarray) -> None:
+    """`target` as `source`'s first `rows` rows and then `vectors`: a hard link and an append when it can."""
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed: a copy does the same, slower
+        shutil.copyfile(source, target)
+    with open(target, "r+b") as out:
+        # A version built before from the same base (and never published) may have appended to the file.
+        out.truncate(rows * vectors.shape[1] * 4)
+        out.seek(0, os.SEEK_END)
+        np.ascontiguousarray(vectors, dtype=np.float32).tofile(out)
+
+
+def _map_vectors(path: Path, rows: int, dims: int) -> np.ndarray:
+    # Memory-mapped: a restart does not copy the rows, and processes serving one index share them. (A
+    # plain ndarray view of the map: np.memmap's indexing overhead shows at thousands of queries a second.)
+    return np.memmap(path / VECTORS, dtype=np.float32, mode="r", shape=(rows, dims)).view(np.ndarray)
 
 
 def meta_table(segment: Segment) -> pa.Table:
@@ -155,8 +250,20 @@ def meta_table(segment: Segment) -> pa.Table:
     )
 
 
-def _segment(info: SegmentInfo, index: VectorIndex, vectors: np.ndarray, meta: pa.Table) -> Segment:
-    return Segment(
+def load_segment(root: Path, info: SegmentInfo, dims: int, window_start: int, serve: bool = True) -> Segment:
+    """A segment as written; `serve=False` (a writer about to extend it) skips what only speeds up searches."""
+    path = root / SEGMENTS / info.name
+    meta = pq.read_table(path / META)
+    # The file may be longer than this version: a later version of the segment appends to the same file.
+    vectors = _map_vectors(path, info.rows, dims)
+    if serve:
+        populate(vectors)
+    index: VectorIndex = (
+        FaissHnsw.load(path, dims, vectors, huge_pages=serve)
+        if info.engine == "faiss-hnsw"
+        else ExactIndex(dims, vectors)
+    )
+    segment = Segment(
         info=info,
         index=index,
         vectors=vectors,
@@ -164,18 +271,7 @@ def _segment(info: SegmentInfo, index: VectorIndex, vectors: np.ndarray, meta: p
         ts_us=meta["ts_us"].to_numpy(),
         sources=np.asarray(meta["source"].to_pylist(), dtype=object),
     )
-
-
-def load_segment(root: Path, info: SegmentInfo) -> Segment:
-    path = root / SEGMENTS / info.name
-    # Memory-mapped: a restart does not copy the rows, and processes serving one index share them.
-    # (A plain ndarray view of the map: np.memmap's indexing overhead shows at thousands of queries a second.)
-    vectors = np.load(path / "vectors.npy", mmap_mode="r").view(np.ndarray)
-    dims = vectors.shape[1]
-    index: VectorIndex = (
-        FaissHnsw.load(path, dims, vectors) if info.engine == "faiss-hnsw" else ExactIndex(dims, vectors)
-    )
-    return _segment(info, index, vectors, pq.read_table(path / "meta.parquet"))
+    return segment.with_info(info, window_start)
 
 
 def sweep(root: Path, keep: set[str]) -> int:
