@@ -323,6 +323,159 @@ const POW10_U64: [u64; 9] = [
     100_000_000,
 ];
 
+/// Bit `k` set where `b[at + k]` is a comma (bits past the end of `b` clear).
+#[inline(always)]
+fn comma_mask(b: &[u8], at: usize) -> u64 {
+    match b.get(at..at + 64) {
+        Some(block) => {
+            let block: &[u8; 64] = block.try_into().expect("64 bytes");
+            comma_mask_64(block)
+        }
+        None => {
+            let mut block = [0u8; 64];
+            let tail = &b[at.min(b.len())..];
+            block[..tail.len()].copy_from_slice(tail);
+            comma_mask_64(&block)
+        }
+    }
+}
+
+#[inline(always)]
+fn comma_mask_64(block: &[u8; 64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; the loads are unaligned and within `block`.
+        unsafe {
+            let comma = _mm_set1_epi8(b',' as i8);
+            let p = block.as_ptr().cast::<__m128i>();
+            let m = |k| _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(p.add(k)), comma)) as u16;
+            u64::from(m(0)) | u64::from(m(1)) << 16 | u64::from(m(2)) << 32 | u64::from(m(3)) << 48
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    comma_mask_portable(block)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn comma_mask_portable(block: &[u8; 64]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0u64, |m, (k, &c)| m | (u64::from(c == b',') << k))
+}
+
+/// What the 16 bytes before a comma hold: the mask of their digits, the mask of their dots, and
+/// the value of the digits among the last `tail` bytes read as one 16-digit integer (any other byte
+/// counting as a 0 digit).
+#[inline(always)]
+fn window_digits(window: &[u8; 16], tail: usize) -> (u32, u32, u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; the loads are unaligned and within `window` and
+        // `TAIL_MASK` (tail <= 16).
+        unsafe {
+            let v = _mm_loadu_si128(window.as_ptr().cast());
+            let is_digit = _mm_and_si128(
+                _mm_cmpgt_epi8(v, _mm_set1_epi8(b'0' as i8 - 1)),
+                _mm_cmplt_epi8(v, _mm_set1_epi8(b'9' as i8 + 1)),
+            );
+            let dots = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'.' as i8));
+            let keep = _mm_loadu_si128(TAIL_MASK.as_ptr().add(tail).cast());
+            let d = _mm_and_si128(
+                _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8)),
+                _mm_and_si128(is_digit, keep),
+            );
+            // Pairs, quads, then eights of digits (the first byte is the most significant).
+            let pairs = _mm_add_epi16(
+                _mm_mullo_epi16(_mm_and_si128(d, _mm_set1_epi16(0xFF)), _mm_set1_epi16(10)),
+                _mm_srli_epi16(d, 8),
+            );
+            let quads = _mm_madd_epi16(pairs, _mm_set1_epi32(0x0001_0064)); // 100, 1
+            let quads = _mm_packs_epi32(quads, quads);
+            let eights = _mm_madd_epi16(quads, _mm_set1_epi32(0x0001_2710)); // 10000, 1
+            let eights = _mm_cvtsi128_si64(eights) as u64;
+            (
+                _mm_movemask_epi8(is_digit) as u32,
+                _mm_movemask_epi8(dots) as u32,
+                (eights & 0xFFFF_FFFF) * 100_000_000 + (eights >> 32),
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    window_digits_portable(window, tail)
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn window_digits_portable(window: &[u8; 16], tail: usize) -> (u32, u32, u64) {
+    window
+        .iter()
+        .enumerate()
+        .fold((0, 0, 0), |(digits, dots, value), (k, &c)| {
+            let d = if c.is_ascii_digit() && k >= 16 - tail {
+                u64::from(c - b'0')
+            } else {
+                0
+            };
+            (
+                digits | (u32::from(c.is_ascii_digit()) << k),
+                dots | (u32::from(c == b'.') << k),
+                value * 10 + d,
+            )
+        })
+}
+
+/// 0x00 then 0xFF bytes: the 16 read at offset `n` keep the last `n` bytes of a window.
+static TAIL_MASK: [u8; 32] = {
+    let mut m = [0u8; 32];
+    let mut k = 16;
+    while k < 32 {
+        m[k] = 0xFF;
+        k += 1;
+    }
+    m
+};
+
+/// 9 * 10^k: what the digit before the dot adds once the dot is read as a 0 digit after it.
+const NINE_POW10: [u64; 15] = {
+    let mut t = [9u64; 15];
+    let mut k = 1;
+    while k < 15 {
+        t[k] = t[k - 1] * 10;
+        k += 1;
+    }
+    t
+};
+
+/// The element `b[start..end]` (`end` at a comma) if it has the usual shape of a vector number:
+/// `-?d.ddd` in at most 16 bytes, one integer digit (after at most one space), as the
+/// integer of its digits (below 10^15 < 2^53) and the power of ten to divide it by, the sign on the
+/// divisor. Dividing is then one correctly rounded operation: the result [`Parser::vector_number`]
+/// gives. `None` for anything else, and for an element that ends in the first 16 bytes.
+#[inline(always)]
+fn plain_number(b: &[u8], start: usize, end: usize) -> Option<(u64, f64)> {
+    let s = start + usize::from(*b.get(start)? == b' ');
+    let negative = b.get(s) == Some(&b'-');
+    let len = end.checked_sub(s)?;
+    let window: &[u8; 16] = b.get(end.checked_sub(16)?..end)?.try_into().ok()?;
+    let (digits, dots, value) = window_digits(window, len.min(16));
+    let fraction = (!digits << 16).leading_zeros() as usize; // the digits just before the comma
+    if fraction == 0 || len != usize::from(negative) + 2 + fraction || len > 16 {
+        return None;
+    }
+    let dot = 15 - fraction;
+    if (dots >> dot) & (digits >> (dot - 1)) & 1 == 0 {
+        return None;
+    }
+    let integer = u64::from(window[dot - 1] - b'0');
+    let mantissa = value - integer * NINE_POW10[fraction];
+    Some((
+        mantissa,
+        f64::from_bits(POW10[fraction].to_bits() | (u64::from(negative) << 63)),
+    ))
+}
+
 /// Powers of ten that are exact in an f64.
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -430,7 +583,20 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             return Ok(VectorField::Array { len, first_bad });
         }
+        // Texts whose numbers the fast path never takes (long floats, exponents) would pay for
+        // its attempt on every element: after two misses in a row it is not tried again. (It never
+        // reads the first 16 bytes, so misses there say nothing.)
+        let mut misses = 0;
         loop {
+            if misses < 2 {
+                let taken = self.plain_numbers(floats);
+                len += taken;
+                misses = match taken {
+                    0 if self.pos >= 16 => misses + 1,
+                    0 => misses,
+                    _ => 0,
+                };
+            }
             self.skip_ws();
             match self.peek() {
                 Some(b'-' | b'0'..=b'9') => floats.push(self.vector_number()?),
@@ -551,6 +717,44 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.error("expected ',' or ']' in an array")),
             }
         }
+    }
+
+    /// Consumes the run of elements from here that are plain decimals each followed by a `,`, and
+    /// returns how many; stops at the start of the first element it does not take, which the
+    /// caller parses as before. Element bounds come from a bitmask of the commas ahead, so no
+    /// element waits for the one before it to be parsed: the CPU overlaps several.
+    fn plain_numbers(&mut self, floats: &mut Vec<f32>) -> usize {
+        let b = self.bytes;
+        let mut start = self.pos;
+        let mut count = 0;
+        // Two steps per block: the integer work for every element, then the float work in a loop
+        // of its own, so neither waits on the other's long chains. A block holds at most 16
+        // elements (the shortest, `0.5,`, takes 4 bytes).
+        let mut parts = [(0u64, 1f64); 16];
+        loop {
+            let base = start;
+            let mut commas = comma_mask(b, base);
+            let mut n = 0;
+            let mut stop = false;
+            while commas != 0 {
+                let end = base + commas.trailing_zeros() as usize;
+                commas &= commas - 1;
+                let Some(part) = plain_number(b, start, end) else {
+                    stop = true;
+                    break;
+                };
+                parts[n] = part;
+                n += 1;
+                start = end + 1;
+            }
+            floats.extend(parts[..n].iter().map(|&(m, d)| (m as f64 / d) as f32));
+            count += n;
+            if stop || start == base {
+                break; // `start == base`: no comma in a whole block, not a short number
+            }
+        }
+        self.pos = start;
+        count
     }
 
     /// A vector element in one pass: the common short decimals take Clinger's fast path (exact:
@@ -917,6 +1121,119 @@ mod tests {
                 token.parse::<f64>().unwrap() as f32
             };
             assert_eq!(got.to_bits(), expected.to_bits(), "{token}");
+        }
+    }
+
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn window_digits_match_the_portable_version() {
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        let alphabet = b"0123456789.-,] e/:";
+        for _ in 0..20_000 {
+            let window: [u8; 16] =
+                std::array::from_fn(|_| alphabet[(next() % alphabet.len() as u64) as usize]);
+            for tail in 0..=16 {
+                assert_eq!(
+                    window_digits(&window, tail),
+                    window_digits_portable(&window, tail),
+                    "{:?} {tail}",
+                    String::from_utf8_lossy(&window)
+                );
+            }
+        }
+        let block: [u8; 64] = std::array::from_fn(|k| if k % 5 == 0 { b',' } else { b'1' });
+        assert_eq!(comma_mask_64(&block), comma_mask_portable(&block));
+    }
+
+    /// An element parses as the element-by-element path reads it: the same value, or the same
+    /// error at the same place.
+    #[test]
+    fn fast_path_reads_elements_as_the_element_parser_does() {
+        let fragments = [
+            "0",
+            "1",
+            "9",
+            "5",
+            ".",
+            "-",
+            "+",
+            " ",
+            "  ",
+            "e",
+            "E",
+            "]",
+            "[",
+            "\"",
+            "00",
+            "0.",
+            "-0.",
+            "0.123456789",
+            "-0.0000001",
+            "12",
+            "x",
+            "\t",
+            "1e-7",
+            "NaN",
+            "null",
+            ".5",
+            "123456789012345",
+            "0.12345678901234",
+            "-0.123456789012345",
+            "3.4028236e38",
+            "{}",
+        ];
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..200_000 {
+            let mut token = String::new();
+            for _ in 0..1 + next() % 4 {
+                token.push_str(fragments[(next() % fragments.len() as u64) as usize]);
+            }
+            // Two elements the fast path does not take stop it for the rest of the array.
+            let head = "[0.5,0.5,0.5,0.5,";
+            let mut slow = Vec::new();
+            let expected = parse_vector_text(&format!("{head}1e0,1e0,{token},0.75]"), &mut slow);
+            let mut floats = Vec::new();
+            let got = parse_vector_text(&format!("{head}0.5,0.5,{token},0.75]"), &mut floats);
+            assert_eq!(got, expected, "{token:?}");
+            if got.is_ok() {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&floats[6..]), bits(&slow[6..]), "{token:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_usual_shapes() {
+        let mut next = xorshift(0x1234_5678_9ABC_DEF1);
+        for _ in 0..20_000 {
+            let r = next();
+            let mut token = String::new();
+            if r & 1 != 0 {
+                token.push('-');
+            }
+            token.push(char::from(b'0' + (r >> 8) as u8 % 10));
+            token.push('.');
+            // At most 16 bytes: 14 digits after the dot, 13 with a sign.
+            for k in 0..1 + (r >> 16) % (14 - (r & 1)) {
+                token.push(char::from(b'0' + (r >> (24 + 2 * k)) as u8 % 10));
+            }
+            let head = "[0.5,0.25,0.125,0.0625,";
+            let text = format!("{head}{token},{token}, {token},1]");
+            let mut p = Parser::new(&text);
+            p.pos = head.len();
+            let mut floats = Vec::new();
+            assert_eq!(p.plain_numbers(&mut floats), 3, "{text}");
+            let expected = token.parse::<f64>().unwrap() as f32;
+            assert_eq!(floats, [expected; 3], "{token}");
+            assert_eq!(floats[0].to_bits(), expected.to_bits(), "{token}");
         }
     }
 
