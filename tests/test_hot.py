@@ -3,7 +3,6 @@ interface (FAISS, exact, Milvus Lite), and the query service answers, refuses ba
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import shutil
