@@ -194,6 +194,28 @@ def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_s
     assert checks.recall_at_k(rebuilt).recall >= 0.95
 
 
+def test_a_graph_counts_the_rows_it_was_built_with_at_once(hot_settings: Settings, tmp_path: Path) -> None:
+    """An exact segment that reaches HNSW_FROM_ROWS gets a graph built at once over all its rows (so no
+    rebuild is due for growth); rows grown into a graph later do not count as built."""
+    vectors = normalise(structured_vectors(np.random.default_rng(14), 65, DIMS))
+
+    def meta(first: int, rows: int) -> pa.Table:
+        return pa.table(
+            {"id": [f"r{i}" for i in range(first, first + rows)], "ts_us": [0] * rows, "source": ["s"] * rows}
+        )
+
+    def load(info: segments.SegmentInfo) -> segments.Segment:
+        return segments.load_segment(tmp_path, info, DIMS, 0, serve=False)
+
+    exact = segments.build_segment(tmp_path, "a", "m", vectors[:30], meta(0, 30), {0: 30})
+    assert (exact.engine, exact.built_rows) == ("exact", 30)
+    graph = segments.build_segment(tmp_path, "b", "m", vectors[30:60], meta(30, 30), {0: 60}, load(exact))
+    assert (graph.engine, graph.rows, graph.built_rows) == ("faiss-hnsw", 60, 60)
+    grown = segments.build_segment(tmp_path, "c", "m", vectors[60:], meta(60, 5), {0: 65}, load(graph))
+    assert (grown.engine, grown.rows, grown.built_rows) == ("faiss-hnsw", 65, 60)
+    assert np.array_equal(load(grown).vectors, vectors)
+
+
 def test_a_rewritten_day_is_read_again_and_its_old_rows_masked(hot_settings: Settings) -> None:
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 

@@ -1,15 +1,15 @@
-"""The hot index on disk: one segment per model spanning the window, and a manifest naming the live ones.
+"""The hot index on disk: a model's window in at most two segments (a main graph and a delta), and a
+manifest naming the live ones.
 
-A segment is one graph over every row a model has in the window, so a query walks one graph however many
-days the window holds (a week as seven day graphs cost about 2.5 times the search CPU, bench/hot). New rows
-extend the graph; rows of days that left the window, or of days re-read from the table, stay in the graph
-but are masked out of every answer, until so many are dead that the segment is rebuilt from its live rows.
+Rows of days that left the window, or of days re-read from the table, stay in their segment but are masked
+out of every answer, until so many are dead that the segment is rebuilt from its live rows (update.py
+decides when segments grow, merge and rebuild).
 
 A segment directory is written once and never changed: an update writes a new version of the segment and
 then swaps the manifest by an atomic rename, so a reader (the query service) always sees a whole version.
 The float32 rows live in `vectors.f32`, append-only: a new version hard-links its base's file and appends,
-so extending a 1M-row segment writes the new rows and the graph, not 3 GB of vectors again (a reader of the
-old version maps only its own prefix, which the append leaves as it was).
+so extending a segment writes the new rows and the graph, not every row again (a reader of the old version
+maps only its own prefix, which the append leaves as it was).
 """
 
 from __future__ import annotations
@@ -217,7 +217,9 @@ def build_segment(
         engine="faiss-hnsw" if index is not None else "exact",
         days=dict(days),
         replaced=list(replaced or []),
-        built_rows=base.info.built_rows if base is not None else rows,
+        # A graph built here at once (a first one, or over an exact base that reached HNSW_FROM_ROWS) counts
+        # all its rows as built; a grown one keeps its base's count.
+        built_rows=rows if base is None or (index is not None and index is not base.index) else base.info.built_rows,
     )
 
 
