@@ -19,8 +19,9 @@ from .segments import EPOCH, US_PER_DAY, Manifest, Segment, day_of, load_segment
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-# A walk through a graph with dead rows (evicted days, replaced rows) spends part of its breadth on them: it
-# is widened by the segment's stored/live ratio, at most this much (MAX_DEAD_SHARE 0.5 keeps it within 2).
+# A walk through a graph with rows it may not answer (dead rows of evicted or replaced days, rows a filter
+# leaves out) spends part of its breadth on them: it is widened by the segment's stored/allowed ratio, at
+# most this much (MAX_DEAD_SHARE 0.5 keeps the dead rows' part within 2).
 MAX_EFFORT = 2.0
 # A segment holding at least this share of a query's candidate rows is walked at full breadth, one holding
 # less (the delta beside a main graph) proportionally less, never below the re-rank depth: its share of the
@@ -156,7 +157,7 @@ class HotIndex:
             if allowed is not None and allowed is not segment.live and allowed_rows < EXACT_BELOW:
                 scores, labels = exact_search(segment.vectors, query, want, allowed)
             else:
-                # Wider over dead rows, narrower over a graph holding a small share of the answers (the delta).
+                # Wider over rows it may not answer, narrower over a graph holding a small share of them (the delta).
                 share = min(1.0, allowed_rows / (total * SHARE_AT_FULL_EFFORT))
                 effort = min(MAX_EFFORT, len(segment.ids) / allowed_rows) * share
                 scores, labels = segment.index.search(query, want, allowed, effort=effort)

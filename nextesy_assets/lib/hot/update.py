@@ -113,11 +113,7 @@ def _segment_name(model: str, snapshot_id: int) -> str:
     return f"{digest}-{snapshot_id}-{uuid.uuid4().hex[:8]}"
 
 
-def _meta(data: pa.Table, ts_us: np.ndarray | None, take: np.ndarray) -> pa.Table:
-    if not len(take) or ts_us is None:
-        return pa.table(
-            {"id": pa.array([], pa.string()), "ts_us": pa.array([], pa.int64()), "source": pa.array([], pa.string())}
-        )
+def _meta(data: pa.Table, ts_us: np.ndarray, take: np.ndarray) -> pa.Table:
     return pa.table(
         {
             "id": data["id"].take(take).combine_chunks().cast(pa.string()),
@@ -176,15 +172,20 @@ def next_version(
 ) -> SegmentInfo:
     """Write a segment with these rows added: `carried`'s graph extended, or built again at once from its live
     rows and the new ones when a rebuild is due (`rebuild_due`)."""
-    days = dict(carried.days) if carried is not None else {}
-    for day, count in Counter((meta["ts_us"].to_numpy() // US_PER_DAY).tolist()).items():
-        days[int(day)] = days.get(int(day), 0) + count
+    days = _count_days(dict(carried.days) if carried is not None else {}, meta)
     if carried is None:
         return build_segment(root, name, model, vectors, meta, days)
     if rebuild_due(carried.info, len(vectors), days):
         return merge(root, name, model, [carried], first_day, dims, vectors, meta)
     base = load_segment(root, carried.unchanged, dims, first_day, serve=False)
     return build_segment(root, name, model, vectors, meta, days, base, carried.replaced)
+
+
+def _count_days(days: dict[int, int], meta: pa.Table) -> dict[int, int]:
+    """`days` (live rows per day) with the rows of `meta` added."""
+    for day, count in Counter((meta["ts_us"].to_numpy() // US_PER_DAY).tolist()).items():
+        days[int(day)] = days.get(int(day), 0) + count
+    return days
 
 
 def merge(
@@ -209,8 +210,7 @@ def merge(
     if vectors is not None and meta is not None:
         chunks.append(vectors)
         metas.append(meta)
-        for day, count in Counter((meta["ts_us"].to_numpy() // US_PER_DAY).tolist()).items():
-            days[int(day)] = days.get(int(day), 0) + count
+        days = _count_days(days, meta)
     return build_segment(root, name, model, np.concatenate(chunks), pa.concat_tables(metas), days)
 
 
@@ -280,15 +280,12 @@ def update(settings: Settings, now: datetime | None = None, table: Table | None 
                 carried.append(entry)
         # The main graph first: the one built with the most rows; the other is the delta.
         carried.sort(key=lambda c: -c.info.built_rows)
-        if len(carried) > 2:  # not written by this module, but an index may hold it: the rest become the delta
-            rest = merge(root, _segment_name(model, snapshot.snapshot_id), model, carried[1:], first_day, settings.dims)
-            carried[1:] = [Carried(rest, rest.days, rest.replaced)]
         main, delta = (carried[0] if carried else None), (carried[1] if len(carried) > 1 else None)
         take = np.asarray(new_rows.get(model, []), dtype=np.int64)
         if len(take):
             # New rows start the main graph, or go into the delta.
             name = _segment_name(model, snapshot.snapshot_id)
-            chunk, meta = vectors[take], _meta(data, ts_us, take)
+            chunk, meta = vectors[take], _meta(data, ts_us, take)  # type: ignore[arg-type]
             info = next_version(root, name, model, delta if main else None, chunk, meta, first_day, settings.dims)
             if main is None:
                 main = Carried(info, info.days, info.replaced)
