@@ -354,8 +354,9 @@ def incremental(home: Path, ours: OursHnsw) -> dict[str, object]:
     }
 
 
-def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
-    """Write the built index as a one-segment hot index under `home`, as hot_index would."""
+def publish(ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | None = None) -> object:
+    """Write the built index as a one-segment hot index under `home`, as hot_index would: a main graph built
+    at once, every row at now (or at `ts_us`), in a week's window ending today. Returns its SegmentInfo."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -367,18 +368,20 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
     with open(path / segments.VECTORS, "wb") as out:
         data.tofile(out)
     now_us = int(time.time() * 1e6)
-    pq.write_table(
-        pa.table(
-            {
-                "id": [f"v{i}" for i in range(len(data))],
-                "ts_us": np.full(len(data), now_us, np.int64),
-                "source": ["bench"] * len(data),
-            }
-        ),
-        path / segments.META,
+    if ts_us is None:
+        ts_us = np.full(len(data), now_us, np.int64)
+    meta = pa.table({"id": [f"v{i}" for i in range(len(data))], "ts_us": ts_us, "source": ["bench"] * len(data)})
+    pq.write_table(meta, path / segments.META)
+    days, counts = np.unique(ts_us // segments.US_PER_DAY, return_counts=True)
+    info = segments.SegmentInfo(
+        name="bench",
+        model="bench",
+        rows=len(data),
+        engine="faiss-hnsw",
+        days={int(d): int(c) for d, c in zip(days, counts, strict=True)},
+        built_rows=len(data),
     )
-    day = int(now_us // segments.US_PER_DAY)
-    info = segments.SegmentInfo(name="bench", model="bench", rows=len(data), engine="faiss-hnsw", days={day: len(data)})
+    today = int(now_us // segments.US_PER_DAY)
     segments.write_manifest(
         root,
         segments.Manifest(
@@ -386,11 +389,12 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path) -> None:
             source_snapshot_id=1,
             source_snapshot_ms=now_us // 1000,
             window_days=7,
-            window_start=day - 6,
+            window_start=today - 6,
             dims=DIMS,
             segments=[info],
         ),
     )
+    return info
 
 
 def _client(args: tuple[int, int, list[list[float]]]) -> list[float]:

@@ -46,6 +46,7 @@ from bench.hot.run import (  # noqa: E402
     exact_truth,
     load1,
     measure,
+    publish,
     vectors,
 )
 from nextesy_assets.lib.hot import segments  # noqa: E402
@@ -56,20 +57,17 @@ MODEL = "bench"
 DAYS = 7
 
 
-def meta_of(first_row: int, rows: int, day: int, first_day: int, total: int):  # type: ignore[no-untyped-def]
+def meta_of(first_row: int, rows: int, day: int):  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
     labels = np.arange(first_row, first_row + rows)
-    # Rows spread evenly over the week by position (day -1: by position, as the base is).
-    days = first_day + labels * DAYS // total if day < 0 else np.full(rows, day)
     return pa.table(
-        {"id": [f"v{i}" for i in labels], "ts_us": days * segments.US_PER_DAY + labels % 1000, "source": [MODEL] * rows}
+        {"id": [f"v{i}" for i in labels], "ts_us": day * segments.US_PER_DAY + labels % 1000, "source": [MODEL] * rows}
     )
 
 
-def grow_window(root: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path) -> dict[str, object]:
+def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path) -> dict[str, object]:
     """Publish the base graph as a week-long segment, then add `extra` batch by batch as update() does."""
-    first_day = (datetime.now(UTC).date() - segments.EPOCH).days - (DAYS - 1)
     ours = OursHnsw()
     key = f"OursHnsw-{len(data)}-" + "-".join(f"{v}" for v in OursHnsw.params.values())
     started = time.perf_counter()
@@ -79,35 +77,25 @@ def grow_window(root: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
     else:
         ours.build(data)
         base_how = f"built at once here in {time.perf_counter() - started:.0f} s"
-    path = root / segments.SEGMENTS / "base"
-    ours.index.save(path, with_vectors=False)
-    with open(path / segments.VECTORS, "wb") as out:
-        data.tofile(out)
-    meta = meta_of(0, len(data), -1, first_day, len(data))
-    import pyarrow.parquet as pq
-
-    pq.write_table(meta, path / segments.META)
-    counts = np.bincount((meta["ts_us"].to_numpy() // segments.US_PER_DAY) - first_day, minlength=DAYS)
-    days = {first_day + d: int(c) for d, c in enumerate(counts)}
-    main = segments.SegmentInfo("base", MODEL, len(data), "faiss-hnsw", days, [], len(data))
-    publish(root, [main], 1, first_day)
+    # The base's rows spread evenly over the week by position, as run.py publishes an index.
+    today = (datetime.now(UTC).date() - segments.EPOCH).days
+    first_day = today - (DAYS - 1)
+    labels = np.arange(len(data))
+    main = publish(ours, data, home, (first_day + labels * DAYS // len(data)) * segments.US_PER_DAY + labels % 1000)
+    root = home / "hot"
     seconds, steps, delta = [], [], None
-    today = first_day + DAYS - 1
     for n, start in enumerate(range(0, len(extra), batch)):
         rows = extra[start : start + batch]
         t = time.perf_counter()
-        meta = meta_of(len(data) + start, len(rows), today, first_day, 0)
-        carried = None if delta is None else Carried(delta, delta.days, delta.replaced)
-        how = (
-            "new"
-            if carried is None
-            else "rebuilt"
-            if rebuild_due(delta, len(rows), {today: delta.rows + len(rows)})
-            else "grown"
-        )  # type: ignore[arg-type]
+        meta = meta_of(len(data) + start, len(rows), today)
+        if delta is None:
+            carried, how = None, "new"
+        else:
+            carried = Carried(delta, delta.days, delta.replaced)
+            how = "rebuilt" if rebuild_due(delta, len(rows), {today: delta.rows + len(rows)}) else "grown"
         delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS)
         assert delta.rows <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
-        publish(root, [main, delta], n + 2, first_day)
+        write_version(root, [main, delta], n + 2, first_day)
         seconds.append(round(time.perf_counter() - t, 2))
         steps.append(how)
         print(f"batch {n + 1}: {len(rows)} rows, delta {how} to {delta.rows} rows, in {seconds[-1]} s", flush=True)
@@ -121,7 +109,7 @@ def grow_window(root: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
     }
 
 
-def publish(root: Path, infos: list[segments.SegmentInfo], version: int, first_day: int) -> None:
+def write_version(root: Path, infos: list[segments.SegmentInfo], version: int, first_day: int) -> None:
     segments.write_manifest(
         root,
         segments.Manifest(
@@ -166,12 +154,13 @@ def main() -> None:
     data = cached_array(args.cache, f"data-{args.size}", functools.partial(vectors, args.size, 1))
     extra = vectors(int(args.size * args.grow), seed=3)
     queries = vectors(args.queries, seed=2)
-    root = args.cache / f"window-{args.size}-grown-{args.grow}"
-    stamp = root / "grown.json"
-    if args.rebuild or not stamp.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        stamp.parent.mkdir(parents=True)
-        stamp.write_text(json.dumps(grow_window(root, data, extra, args.batch, args.cache)))
+    # A NEXTESY_HOME of its own: `bench/hot/http_runs.py <home>` serves the grown window as it is.
+    home = args.cache / f"window-{args.size}-grown-{args.grow}"
+    root, stamp = home / "hot", home / "grown.json"
+    if args.rebuild or not stamp.exists() or segments.read_manifest(root) is None:
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        stamp.write_text(json.dumps(grow_window(home, data, extra, args.batch, args.cache)))
     grown = json.loads(stamp.read_text())
     manifest = segments.read_manifest(root)
     assert manifest is not None
