@@ -8,8 +8,9 @@
 //!                                                                  ▼
 //!                                                     writer thread (Parquet encode + zstd)
 //! ```
-//! Every channel is bounded, so memory is bounded by a few blocks and about two row groups,
-//! whatever the size of the input.
+//! Every channel is bounded, so memory is bounded by a few blocks and about one row group of raw
+//! rows, whatever the size of the input; encoded pages wait for the writer in unnamed temporary
+//! files beside the output (see `vector_column`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -230,7 +231,9 @@ pub fn convert(
     let (work_tx, work_rx) = bounded::<Work>(threads * 2);
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(threads * 2);
     let (encoded_tx, encoded_rx) = bounded::<Encoded>(threads);
-    let encoder = RowGroupEncoder::new(options)?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", out_dir.display())))?;
+    let encoder = RowGroupEncoder::new(options, out_dir)?;
     // Blocks in flight, from the reader to the sequencer. The channels alone do not bound them: a
     // slow worker holding block N lets the others run ahead, and their chunks wait in the
     // sequencer until N arrives. The reader takes a slot per block, the sequencer gives it back.

@@ -10,6 +10,14 @@
 //! column chunk metadata and the offset index are what arrow-rs would write for the same column
 //! (data page v1, RLE levels, BYTE_STREAM_SPLIT values, chunk statistics); the appender splices the
 //! chunk into its file with `append_column`.
+//!
+//! The compressed pages wait for the appender in a temporary file, not on the heap: they are
+//! nearly all of a row group's bytes, and with several days' row groups open at once, holding
+//! them in memory set the conversion's peak RSS (the same reason arrow-rs offers a temp-file
+//! `PageStore` for its own writer). Written once and read back once, they stay in the page cache.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding, EncodingMask, PageType, ZstdLevel};
@@ -35,12 +43,14 @@ pub struct VectorColumn {
     dims: usize,
     level: i32,
     compressor: zstd::bulk::Compressor<'static>,
-    /// The chunk's pages in order, each as its header and its compressed data (buffers of their
-    /// own, so the chunk never needs one allocation of its whole size).
-    pages: Vec<[Bytes; 2]>,
+    /// The chunk's pages in order, each its header then its compressed data.
+    pages: File,
+    page_count: i32,
     /// The repetition levels of one row, RLE-encoded: a run of one 0, then a run of `dims - 1` 1s.
     row_levels: Vec<u8>,
     body: Vec<u8>,
+    /// The compressed page being written, reused from page to page.
+    compressed_page: Vec<u8>,
     offsets: OffsetIndexBuilder,
     rows: u64,
     values: i64,
@@ -52,7 +62,9 @@ pub struct VectorColumn {
 }
 
 impl VectorColumn {
-    pub fn new(descr: ColumnDescPtr, dims: usize, level: i32) -> Result<Self> {
+    /// `pages` is an empty file, readable and writable, for the chunk's pages (see the module's
+    /// docs); a temporary file in the output's directory.
+    pub fn new(descr: ColumnDescPtr, dims: usize, level: i32, pages: File) -> Result<Self> {
         if descr.max_rep_level() != 1 || descr.max_def_level() != 1 || dims == 0 {
             return Err(Error::Invalid(format!(
                 "the vector column must be a required list of required floats with at least one \
@@ -70,9 +82,11 @@ impl VectorColumn {
             dims,
             level,
             compressor: zstd::bulk::Compressor::new(level)?,
-            pages: Vec::new(),
+            pages,
+            page_count: 0,
             row_levels,
             body: Vec::new(),
+            compressed_page: Vec::new(),
             offsets: OffsetIndexBuilder::new(),
             rows: 0,
             values: 0,
@@ -119,10 +133,12 @@ impl VectorColumn {
         self.min_key = self.min_key.min(min);
         self.max_key = self.max_key.max(max);
 
-        let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(body.len()));
+        let compressed = &mut self.compressed_page;
+        compressed.clear();
+        compressed.reserve(zstd::zstd_safe::compress_bound(body.len()));
         self.compressor
-            .compress_to_buffer(body.as_slice(), &mut compressed)?;
-        let data = Bytes::from(compressed);
+            .compress_to_buffer(body.as_slice(), compressed)?;
+        let data = Bytes::from(std::mem::take(compressed));
         let page = CompressedPage::new(
             Page::DataPage {
                 buf: data.clone(),
@@ -143,7 +159,11 @@ impl VectorColumn {
         let mut header = sink.into_inner()?.header;
         // A small page's data may have gone through the writer's buffer with its header.
         header.truncate(spec.bytes_written as usize - data.len());
-        self.pages.push([Bytes::from(header), data]);
+        self.pages.write_all(&header)?;
+        self.pages.write_all(&data)?;
+        self.page_count += 1;
+        // The page's buffer is used again for the next one.
+        self.compressed_page = Vec::from(data);
         self.offsets
             .append_offset_and_size(offset, spec.compressed_size as i32);
         self.offsets.append_row_count(rows as i64);
@@ -171,7 +191,7 @@ impl VectorColumn {
             .set_page_encoding_stats(vec![PageEncodingStats {
                 page_type: PageType::DATA_PAGE,
                 encoding: Encoding::BYTE_STREAM_SPLIT,
-                count: self.pages.len() as i32,
+                count: self.page_count,
             }])
             .set_total_compressed_size(self.compressed)
             .set_total_uncompressed_size(self.uncompressed)
@@ -187,7 +207,13 @@ impl VectorColumn {
             column_index: None,
             offset_index: Some(self.offsets.build()),
         };
-        Ok((Pages(self.pages), close))
+        Ok((
+            Pages {
+                file: self.pages,
+                len: self.compressed as u64,
+            },
+            close,
+        ))
     }
 }
 
@@ -213,58 +239,42 @@ impl std::io::Write for HeaderOnly {
     }
 }
 
-/// A column chunk's pages (header, data), read back in order by `append_column`.
-pub struct Pages(Vec<[Bytes; 2]>);
+/// A column chunk's pages, in the file they were written to, read back by `append_column`.
+pub struct Pages {
+    file: File,
+    len: u64,
+}
+
+/// Read-back buffer: the pages are several MiB each.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 impl Length for Pages {
     fn len(&self) -> u64 {
-        self.0.iter().flatten().map(|p| p.len() as u64).sum()
+        self.len
     }
 }
 
 impl ChunkReader for Pages {
-    type T = PagesReader;
+    type T = BufReader<File>;
 
-    fn get_read(&self, start: u64) -> parquet::errors::Result<PagesReader> {
-        let mut pages: std::collections::VecDeque<Bytes> =
-            self.0.iter().flatten().cloned().collect();
-        let mut skip = start as usize;
-        while let Some(page) = pages.front_mut() {
-            if skip < page.len() {
-                *page = page.slice(skip..);
-                break;
-            }
-            skip -= page.len();
-            pages.pop_front();
-        }
-        Ok(PagesReader(pages))
+    fn get_read(&self, start: u64) -> parquet::errors::Result<BufReader<File>> {
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok(BufReader::with_capacity(READ_BUFFER_BYTES, file))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
         let mut out = Vec::with_capacity(length);
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(self.get_read(start)?, length as u64),
-            &mut out,
-        )?;
-        Ok(out.into())
-    }
-}
-
-pub struct PagesReader(std::collections::VecDeque<Bytes>);
-
-impl std::io::Read for PagesReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(page) = self.0.front_mut() {
-            if page.is_empty() {
-                self.0.pop_front();
-                continue;
-            }
-            let n = buf.len().min(page.len());
-            buf[..n].copy_from_slice(&page[..n]);
-            *page = page.slice(n..);
-            return Ok(n);
+        self.get_read(start)?
+            .take(length as u64)
+            .read_to_end(&mut out)?;
+        if out.len() != length {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "pages: {length} bytes asked at {start}, {} there",
+                out.len()
+            )));
         }
-        Ok(0)
+        Ok(out.into())
     }
 }
 
@@ -408,7 +418,7 @@ mod tests {
             .unwrap()
             .column(2);
         let dims = 768;
-        let mut column = VectorColumn::new(descr, dims, 1).unwrap();
+        let mut column = VectorColumn::new(descr, dims, 1, tempfile::tempfile().unwrap()).unwrap();
         // 2048 rows fit one page at 768 floats; 3000 rows are two, and a second write a third.
         let floats: Vec<f32> = (0..3000 * dims).map(|i| (i % 97) as f32 * 0.01).collect();
         column.write(&floats).unwrap();

@@ -20,7 +20,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnDescPtr, ColumnPath};
 
-use crate::engine::{DataFile, Options, Result};
+use crate::engine::{DataFile, Error, Options, Result};
 use crate::record::Reject;
 use crate::vector_column::{Pages, VectorColumn};
 
@@ -129,13 +129,16 @@ pub struct RowGroupEncoder {
     vector_descr: ColumnDescPtr,
     dims: usize,
     zstd_level: i32,
+    /// Where each row group's vector pages wait for the appender, in an unnamed temporary file.
+    spill_dir: PathBuf,
 }
 
 /// The schema field (and leaf column) of `vector`.
 const VECTOR_FIELD: usize = 2;
 
 impl RowGroupEncoder {
-    pub fn new(options: &Options) -> Result<Self> {
+    /// `spill_dir`: a directory on the output's file system (see [`VectorColumn`]'s module).
+    pub fn new(options: &Options, spill_dir: &Path) -> Result<Self> {
         let props = data_properties(options)?;
         let (writer, factory) =
             ArrowWriter::try_new(std::io::sink(), embeddings_schema(), Some(props))?
@@ -147,6 +150,7 @@ impl RowGroupEncoder {
             vector_descr,
             dims: options.dims,
             zstd_level: options.zstd_level,
+            spill_dir: spill_dir.to_path_buf(),
         })
     }
 
@@ -157,7 +161,17 @@ impl RowGroupEncoder {
         drop(writers.remove(VECTOR_FIELD));
         Ok(OpenRowGroup {
             writers,
-            vector: VectorColumn::new(self.vector_descr.clone(), self.dims, self.zstd_level)?,
+            vector: VectorColumn::new(
+                self.vector_descr.clone(),
+                self.dims,
+                self.zstd_level,
+                tempfile::tempfile_in(&self.spill_dir).map_err(|e| {
+                    Error::Io(format!(
+                        "cannot create a temporary file in {}: {e}",
+                        self.spill_dir.display()
+                    ))
+                })?,
+            )?,
             rows: 0,
         })
     }
