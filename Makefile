@@ -9,7 +9,7 @@ STAMP       := $(VENV)/.installed
 TEST_STAMP  := $(VENV)/.installed-test
 RUST_SRC    := $(shell find rust_ext/src -name '*.rs' 2>/dev/null) rust_ext/Cargo.toml $(wildcard rust_ext/Cargo.lock)
 
-.PHONY: help demo sync ui test lint check-toolchain clean
+.PHONY: help demo sync ui test lint fuzz-rust check-toolchain clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,10 +48,20 @@ lint: $(TEST_STAMP)  ## Formatting and lints, Rust and Python
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: lint  ## Install with test extras, lint, then run the Rust and Python tests and a short fuzz run
+test: lint  ## Install with test extras, lint, then run the Rust and Python tests and short fuzz runs (atheris, cargo-fuzz)
 	cd rust_ext && cargo test --quiet
 	$(BIN)/pytest
 	$(BIN)/python fuzz/fuzz_parsers.py -max_total_time=30 -print_final_stats=1
+	$(MAKE) fuzz-rust
+
+FUZZ_SECONDS ?= 30
+# cargo-fuzz builds with sanitizer flags that only a nightly compiler takes; RUSTC_BOOTSTRAP lets the one
+# stable toolchain take them. The first build (the crate and arrow-rs under AddressSanitizer) takes minutes.
+fuzz-rust:  ## Coverage-guided fuzzing of the Rust JSONL, gzip and CSV readers (cargo-fuzz, ASan), FUZZ_SECONDS long
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+	mkdir -p rust_ext/fuzz/corpus
+	cd rust_ext && RUSTC_BOOTSTRAP=1 cargo fuzz run parsers fuzz/corpus fuzz/seeds -- \
+		-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 clean:  ## Remove the virtualenv, build output and the embedded default's data
 	rm -rf $(VENV) rust_ext/target .nextesy .pytest_cache .ruff_cache
