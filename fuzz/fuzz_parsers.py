@@ -4,7 +4,7 @@ Any input must end as rows and rejects, or as InvalidLandingFileError for a file
 all; a panic in the Rust code surfaces as an exception and stops the fuzzer with the crashing input.
 
     .venv/bin/python fuzz/fuzz_parsers.py -max_total_time=60       # what CI runs, briefly
-    .venv/bin/python fuzz/fuzz_parsers.py fuzz/corpus -jobs=2      # a longer hunt, keeping a corpus
+    .venv/bin/python fuzz/fuzz_parsers.py fuzz/corpus rust_ext/fuzz/seeds -jobs=2   # a longer hunt, keeping a corpus
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ with atheris.instrument_imports():
     from nextesy_assets.lib.errors import InvalidLandingFileError
 
 FORMATS = ("jsonl", "jsonl.gz", "csv")
-SEEDS = [
-    b'{"id":"a","vector":[0.5,-1e-3,2],"ts":"2026-11-20T10:00:00Z","model":"m","x":{"y":[1,null]}}\n',
-    b'{"id":"b","vector":[NaN,Infinity,-0],"ts":1790000000000}\n[1]\n\n{"id":',
-    b'id,ts,vector,extra\na,2026-11-20T10:00:00+01:00,"[1,2,3]",x\nb,17,"[1,",\n',
-    b"id,ts,v0,v1,v2\na,1,0.1,2e3,-0\n",
-]
+# The seed corpus both fuzz targets share: one file each, its first byte the format (see test_one_input).
+SEEDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rust_ext", "fuzz", "seeds")
 _DIR = tempfile.mkdtemp(prefix="nextesy-fuzz-")
 
 
@@ -56,15 +52,12 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    corpus = os.path.join(_DIR, "seeds")
+    # New inputs go to a corpus of this run's own; the shared seeds are only read.
+    corpus = os.path.join(_DIR, "corpus")
     os.makedirs(corpus, exist_ok=True)
-    for i, seed in enumerate(SEEDS):
-        for f in range(len(FORMATS)):
-            with open(os.path.join(corpus, f"{i}-{f}"), "wb") as handle:
-                handle.write(bytes([f]) + seed)
     args = list(sys.argv)
     if not any(not a.startswith("-") for a in args[1:]):
-        args.append(corpus)
+        args += [corpus, SEEDS]
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
 
