@@ -126,12 +126,19 @@ def test_parity_after_appends_and_after_window_eviction(hot_settings: Settings) 
 
 def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(hot_settings: Settings) -> None:
     root = Path(hot_settings.hot_dir)
-    states, before = [], None
+    states, before, versions = [], None, []
     for number in range(6):
         if number == 2:
             before = HotIndex(root)
         append_batch(hot_settings, f"b{number}", 600 if number == 0 else 20, [0, 0, 1, 1], seed=number)
-        update(hot_settings, now=NOW)
+        published: list[segments.Manifest] = []
+        result = update(hot_settings, now=NOW, published=published.append)
+        assert 0 < result.visible_s <= result.duration_s
+        versions.append([[(s.rows, s.built_rows) for s in m.segments if s.model == MODELS[0]] for m in published])
+        assert [m.version for m in published] == list(
+            range(published[0].version, published[0].version + len(published))
+        )
+        assert all(m.rows == published[-1].rows for m in published)  # every version holds the new rows
         mine = [s for s in segments.read_manifest(root).segments if s.model == MODELS[0]]  # type: ignore[union-attr]
         inodes = [(root / segments.SEGMENTS / s.name / segments.VECTORS).stat().st_ino for s in mine]
         states.append([(s.name, s.rows, s.built_rows, inode) for s, inode in zip(mine, inodes, strict=True)])
@@ -155,10 +162,43 @@ def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(hot_settin
     # Past a tenth of the main graph's rows the delta is merged into it: one graph built at once; then anew.
     assert [(rows, built) for _, rows, built, _ in states[4]] == [(340, 340)]
     assert [(rows, built) for _, rows, built, _ in states[5]] == [(340, 340), (10, 10)]
+    # A batch that sets off a rebuild or a merge is published first in the delta grown in place, the rebuilt
+    # graph after it; a batch with nothing due is published once.
+    assert versions[1:] == [
+        [[(300, 300), (10, 10)]],
+        [[(300, 300), (20, 10)]],
+        [[(300, 300), (30, 10)], [(300, 300), (30, 30)]],
+        [[(300, 300), (40, 30)], [(340, 340)]],
+        [[(340, 340), (10, 10)]],
+    ]
 
     index = HotIndex(root)
     assert sorted(s.info.model for s in index.segments) == sorted(MODELS * 2)
     assert checks.recall_at_k(index).recall >= 0.95
+
+
+def test_one_update_writes_the_index_at_a_time(hot_settings: Settings) -> None:
+    import fcntl
+    import threading
+
+    from nextesy_assets.lib.hot.update import WRITER_LOCK
+
+    root = Path(hot_settings.hot_dir)
+    append_batch(hot_settings, "b1", 200, [0, 1], seed=21)
+    update(hot_settings, now=NOW)
+    version = segments.read_manifest(root).version  # type: ignore[union-attr]
+    append_batch(hot_settings, "b2", 40, [0], seed=22)
+    results = []
+    with open(root / WRITER_LOCK, "a") as held:  # another writer, mid-update
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: results.append(update(hot_settings, now=NOW)))
+        second.start()
+        second.join(timeout=3)
+        # It waits: the index is as the first writer left it.
+        assert second.is_alive() and segments.read_manifest(root).version == version  # type: ignore[union-attr]
+    second.join(timeout=60)
+    assert not second.is_alive() and results[0].rows_added == 40
+    assert_parity(hot_settings, NOW)
 
 
 def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_settings: Settings) -> None:

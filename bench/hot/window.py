@@ -2,7 +2,7 @@
 
 run.py measures one 1M graph built in one go. In service, a model's window is a main graph built at once
 and a delta graph that takes each new batch (`update.next_version`: grown in place, its rows file linked
-and appended to, or built again at once when it has doubled), until the delta holds a tenth of the main
+and appended to, and published; then built again at once when it has doubled), until the delta holds a tenth of the main
 graph's rows (`MERGE_DELTA_AT`) and the two are built at once as one. This measures the end of that
 cycle, where a query costs most: run.py's 1M graph (its cache, or built here) as a week of rows, and
 --grow of its rows more in batches of --batch rows, searched through `HotIndex.search` (the service's
@@ -51,7 +51,7 @@ from bench.hot.run import (  # noqa: E402
 )
 from nextesy_assets.lib.hot import segments  # noqa: E402
 from nextesy_assets.lib.hot.search import HotIndex  # noqa: E402
-from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, next_version, rebuild_due  # noqa: E402
+from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, merge, next_version, rebuild_due  # noqa: E402
 
 MODEL = "bench"
 DAYS = 7
@@ -83,26 +83,38 @@ def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
     labels = np.arange(len(data))
     main = publish(ours, data, home, (first_day + labels * DAYS // len(data)) * segments.US_PER_DAY + labels % 1000)
     root = home / "hot"
-    seconds, steps, delta = [], [], None
+    seconds, visible, steps, delta, version = [], [], [], None, 1
     for n, start in enumerate(range(0, len(extra), batch)):
         rows = extra[start : start + batch]
         t = time.perf_counter()
         meta = meta_of(len(data) + start, len(rows), today)
-        if delta is None:
-            carried, how = None, "new"
-        else:
-            carried = Carried(delta, delta.days, delta.replaced)
-            how = "rebuilt" if rebuild_due(delta, len(rows), {today: delta.rows + len(rows)}) else "grown"
-        delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS)
+        carried = None if delta is None else Carried(delta, delta.days, delta.replaced)
+        # As update() does it: the batch into the delta, grown in place, published; then the rebuild if due.
+        delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS, rebuild=False)
         assert delta.rows <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
-        write_version(root, [main, delta], n + 2, first_day)
+        version += 1
+        write_version(root, [main, delta], version, first_day)
+        visible.append(round(time.perf_counter() - t, 2))
+        how = "new" if carried is None else "grown"
+        if rebuild_due(delta, 0, delta.days):
+            delta = merge(
+                root, f"delta-{n}-rebuilt", MODEL, [Carried(delta, delta.days, delta.replaced)], first_day, DIMS
+            )
+            version += 1
+            write_version(root, [main, delta], version, first_day)
+            how = "grown, then rebuilt"
         seconds.append(round(time.perf_counter() - t, 2))
         steps.append(how)
-        print(f"batch {n + 1}: {len(rows)} rows, delta {how} to {delta.rows} rows, in {seconds[-1]} s", flush=True)
+        print(
+            f"batch {n + 1}: {len(rows)} rows, delta {how} to {delta.rows} rows: searchable after {visible[-1]} s, "
+            f"done in {seconds[-1]} s",
+            flush=True,
+        )
     segments.sweep(root, {main.name, delta.name} if delta else {main.name})
     return {
         "base": base_how,
         "batch_rows": batch,
+        "visible_s_per_batch": visible,
         "seconds_per_batch": seconds,
         "delta_per_batch": steps,
         "load_1m": load1(),

@@ -67,6 +67,7 @@ def hot_index(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> dg
             "segments": result.segments,
             "window_days": settings.hot_window_days,
             "duration_s": result.duration_s,
+            "visible_after_s": result.visible_s,
             "path": dg.MetadataValue.path(settings.hot_dir),
         },
         check_results=[

@@ -5,10 +5,14 @@ rows are in a main graph and a delta: rows of files the index has not seen go in
 merged into the main graph once it holds a tenth of it; rows of days that left the window are masked
 out; a day whose indexed files are no longer live (compaction, rewrite) is re-read into the delta and its
 old rows masked. A segment whose dead rows outnumber its live ones is built again from its live rows.
+
+The new rows are published first, in the delta grown in place; the rebuilds and merges that are due follow
+as the next version, so a batch is searchable within seconds even when it sets off minutes of rebuilding.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import time
 import uuid
@@ -40,6 +44,8 @@ from .segments import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyiceberg.table import Table
 
 # A model's rows are in a main graph, built at once, and a delta graph that takes new batches (a batch into a
@@ -53,6 +59,8 @@ MERGE_DELTA_AT = 0.1
 # The delta itself is built again at once (cheap while small) when it has grown in place by more than this
 # share of the rows it was built with: it then stays within a step of two of a graph built in one go.
 GROW_IN_PLACE_UP_TO = 1.0
+# Held by the one update that may write the index at a time (flock, beside the manifest).
+WRITER_LOCK = ".update.lock"
 # A segment is rebuilt from its live rows once more than this share of its rows is dead (days that left the
 # window, rows replaced by a re-read): dead rows cost memory and search breadth.
 MAX_DEAD_SHARE = 0.5
@@ -69,6 +77,9 @@ class UpdateResult:
     rows: int
     duration_s: float
     up_to_date: bool
+    # Seconds until a version holding every new row was published: before any rebuild or merge the update
+    # then does (`duration_s` includes those).
+    visible_s: float = 0.0
 
 
 def window_start(now: datetime, days: int) -> int:
@@ -169,13 +180,14 @@ def next_version(
     meta: pa.Table,
     first_day: int,
     dims: int,
+    rebuild: bool = True,
 ) -> SegmentInfo:
     """Write a segment with these rows added: `carried`'s graph extended, or built again at once from its live
-    rows and the new ones when a rebuild is due (`rebuild_due`)."""
+    rows and the new ones when a rebuild is due (`rebuild_due`) and `rebuild` is set."""
     days = _count_days(dict(carried.days) if carried is not None else {}, meta)
     if carried is None:
         return build_segment(root, name, model, vectors, meta, days)
-    if rebuild_due(carried.info, len(vectors), days):
+    if rebuild and rebuild_due(carried.info, len(vectors), days):
         return merge(root, name, model, [carried], first_day, dims, vectors, meta)
     base = load_segment(root, carried.unchanged, dims, first_day, serve=False)
     return build_segment(root, name, model, vectors, meta, days, base, carried.replaced)
@@ -232,8 +244,29 @@ def _settle(
     return out
 
 
-def update(settings: Settings, now: datetime | None = None, table: Table | None = None) -> UpdateResult:
-    """Apply the snapshot diff to the index under `settings.hot_dir`; a repeat with nothing new does nothing."""
+def update(
+    settings: Settings,
+    now: datetime | None = None,
+    table: Table | None = None,
+    published: Callable[[Manifest], None] | None = None,
+) -> UpdateResult:
+    """Apply the snapshot diff to the index under `settings.hot_dir`; a repeat with nothing new does nothing.
+
+    `published` is called with each manifest version the update writes: the one holding the new rows, and
+    the one after the rebuilds and merges that were due, if any. One update runs at a time: another (a second
+    run, another process on the machine) waits on a lock file in the index's directory, then finds the work
+    done or does what is left; a writer must never sweep away the segments another is publishing.
+    """
+    root = Path(settings.hot_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / WRITER_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or the process ends
+        return _update(settings, now, table, published)
+
+
+def _update(
+    settings: Settings, now: datetime | None, table: Table | None, published: Callable[[Manifest], None] | None
+) -> UpdateResult:
     started = time.perf_counter()
     root = Path(settings.hot_dir)
     table = table or iceberg.embeddings_table(settings)
@@ -269,7 +302,10 @@ def update(settings: Settings, now: datetime | None = None, table: Table | None 
     previous: dict[str, list[SegmentInfo]] = defaultdict(list)
     for info in old.segments:
         previous[info.model].append(info)
-    segments: list[SegmentInfo] = []
+    # Two steps: every model's new rows go into its delta, grown in place, and that version is published, so
+    # a batch is answered within seconds; then the rebuilds and merges that are due (seconds to minutes of
+    # both cores) make the next version. Queries are served from the published versions throughout.
+    settling: list[tuple[str, Carried, Carried | None]] = []
     evicted = 0
     for model in sorted(set(previous) | set(new_rows)):
         carried: list[Carried] = []
@@ -286,13 +322,15 @@ def update(settings: Settings, now: datetime | None = None, table: Table | None 
             # New rows start the main graph, or go into the delta.
             name = _segment_name(model, snapshot.snapshot_id)
             chunk, meta = vectors[take], _meta(data, ts_us, take)  # type: ignore[arg-type]
-            info = next_version(root, name, model, delta if main else None, chunk, meta, first_day, settings.dims)
+            info = next_version(
+                root, name, model, delta if main else None, chunk, meta, first_day, settings.dims, rebuild=False
+            )
             if main is None:
                 main = Carried(info, info.days, info.replaced)
             else:
                 delta = Carried(info, info.days, info.replaced)
         if main is not None:
-            segments.extend(_settle(root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims))
+            settling.append((model, main, delta))
 
     manifest = Manifest(
         version=old.version + 1,
@@ -301,12 +339,26 @@ def update(settings: Settings, now: datetime | None = None, table: Table | None 
         window_days=settings.hot_window_days,
         window_start=first_day,
         dims=settings.dims,
-        segments=segments,
+        segments=[c.unchanged for _, main, delta in settling for c in (main, delta) if c is not None],
         files={p: day for p, (day, _) in live.items()},
     )
     write_manifest(root, manifest)
-    # A reader may still be loading the previous version: its segments stay until the next update.
-    sweep(root, {s.name for s in manifest.segments} | {s.name for s in old.segments})
+    visible_s = time.perf_counter() - started
+    if published is not None:
+        published(manifest)
+    kept = {s.name for s in manifest.segments}
+    settled = [
+        info
+        for model, main, delta in settling
+        for info in _settle(root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims)
+    ]
+    if [s.name for s in settled] != [s.name for s in manifest.segments]:
+        manifest = replace(manifest, version=manifest.version + 1, segments=settled)
+        write_manifest(root, manifest)
+        if published is not None:
+            published(manifest)
+    # A reader may still be loading an earlier version: its segments stay until the next update.
+    sweep(root, {s.name for s in manifest.segments} | kept | {s.name for s in old.segments})
     return UpdateResult(
         source_snapshot_id=snapshot.snapshot_id,
         previous_snapshot_id=old.source_snapshot_id,
@@ -317,4 +369,5 @@ def update(settings: Settings, now: datetime | None = None, table: Table | None 
         rows=manifest.rows,
         duration_s=round(time.perf_counter() - started, 3),
         up_to_date=False,
+        visible_s=round(visible_s, 3),
     )
