@@ -240,6 +240,13 @@ def _hot_line(ran: bool, ok: bool, error: str | None, metadata: Mapping[str, obj
         f"{metadata.get('vectors')} vectors in {metadata.get('segments')} segments "
         f"(+{metadata.get('rows_added')} from {metadata.get('files_read')} new files, "
         f"-{metadata.get('rows_evicted')} evicted) in {metadata.get('duration_s')} s"
+        + (
+            f", the new rows searchable after {metadata.get('visible_after_s')} s"
+            # Only when a rebuild or merge followed the batch's own version.
+            if metadata.get("rows_added")
+            and float(metadata.get("duration_s") or 0) - float(metadata.get("visible_after_s") or 0) > 1  # type: ignore[arg-type]
+            else ""
+        )
     )
 
 
