@@ -201,6 +201,28 @@ def test_one_update_writes_the_index_at_a_time(hot_settings: Settings) -> None:
     assert_parity(hot_settings, NOW)
 
 
+def test_the_walk_breadth_is_a_setting(hot_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nextesy_assets.lib.errors import ConfigurationError
+    from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH
+
+    table = append_batch(hot_settings, "b1", 400, [0], seed=31)
+    update(hot_settings, now=NOW)
+    monkeypatch.setenv("NEXTESY_HOT_EF_SEARCH", "40")
+    settings = Settings.load()
+    assert settings.hot_ef_search == 40
+    index = create_app(settings, refresh_every_s=None).state.service.index
+    graphs = {s.info.model: s.index for s in index.segments}
+    assert all(isinstance(g, FaissHnsw) and g.ef_search == 40 for g in graphs.values())
+    row = table.to_pylist()[0]
+    assert len(index.search(np.asarray(row["vector"], np.float32), 10, row["model"])) == 10
+    walked = graphs[row["model"]]._unfiltered  # type: ignore[attr-defined]  # one entry per breadth walked
+    assert 40 in walked and HNSW_EF_SEARCH not in walked
+    for bad in ("0", "wide"):
+        monkeypatch.setenv("NEXTESY_HOT_EF_SEARCH", bad)
+        with pytest.raises(ConfigurationError, match="NEXTESY_HOT_EF_SEARCH"):
+            Settings.load()
+
+
 def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_settings: Settings) -> None:
     root = Path(hot_settings.hot_dir)
     table = append_batch(hot_settings, "b1", 400, [2, 1, 1, 0, 0], seed=12)

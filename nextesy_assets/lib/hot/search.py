@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import NextesyError
-from .engine import EXACT_BELOW, exact_search, normalise
+from .engine import EXACT_BELOW, HNSW_EF_SEARCH, FaissHnsw, exact_search, normalise
 from .segments import EPOCH, US_PER_DAY, Manifest, Segment, day_of, load_segment, read_manifest
 
 if TYPE_CHECKING:
@@ -60,8 +60,9 @@ def _top(hits: list[Hit], k: int) -> list[Hit]:
 class HotIndex:
     """The index as the query service holds it: the segments of one manifest version, swapped whole."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ef_search: int = HNSW_EF_SEARCH) -> None:
         self.root = root
+        self.ef_search = ef_search  # the graph walks' breadth (NEXTESY_HOT_EF_SEARCH)
         self.manifest = Manifest()
         self.segments: list[Segment] = []
         self._lock = threading.Lock()
@@ -80,6 +81,9 @@ class HotIndex:
                 else load_segment(self.root, info, manifest.dims, manifest.window_start)
                 for info in manifest.segments
             ]
+            for segment in segments:
+                if isinstance(segment.index, FaissHnsw):
+                    segment.index.ef_search = self.ef_search
             # One assignment each: a query running now keeps the lists it started with.
             self.segments, self.manifest = segments, manifest
             return True

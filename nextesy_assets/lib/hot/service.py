@@ -115,7 +115,7 @@ class Service:
 
     def __init__(self, settings: Settings, metrics_dir: Path | None = None) -> None:
         self.settings = settings
-        self.index = HotIndex(Path(settings.hot_dir))
+        self.index = HotIndex(Path(settings.hot_dir), ef_search=settings.hot_ef_search)
         self.metrics = Metrics(metrics_dir)
         self._table = None
         self._table_lock = threading.Lock()
