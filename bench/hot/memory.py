@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import DIMS, RESULTS, OursHnsw, load1, vectors  # noqa: E402
+from bench.hot.run import DIMS, RESULTS, OursHnsw, cache_key, load1, vectors  # noqa: E402
 from nextesy_assets.lib.hot import engine  # noqa: E402
 
 ARRAY_BYTES = 1 << 30
@@ -93,8 +93,8 @@ def machine(repeat: int) -> dict[str, object]:
 
 
 def cached_graph(size: int, cache: Path) -> tuple[str, Path]:
-    """The key and file of run.py's cached build of our engine at `size` (as run.py's `measure` names it)."""
-    key = f"{OursHnsw.__name__}-{size}-" + "-".join(f"{v}" for v in OursHnsw.params.values())
+    """The key and file of run.py's cached build of our engine at `size`."""
+    key = cache_key(OursHnsw, size)
     stored = cache / f"{key}.index"
     if not stored.exists():
         raise SystemExit(f"no cached graph {stored}: run bench/hot/run.py --sizes {size} --engines faiss-hnsw first")

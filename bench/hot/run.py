@@ -247,12 +247,17 @@ def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def cache_key(engine: type[Engine], size: int) -> str:
+    """The name an engine's build at `size` is cached under: its class and its parameters."""
+    return f"{engine.__name__}-{size}-" + "-".join(f"{v}" for v in engine.params.values())
+
+
 def measure(
     adapter: Engine, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, runs: int, cache: Path | None
 ) -> dict[str, object]:
     gc.collect()
     before = rss_mb()
-    key = f"{type(adapter).__name__}-{len(data)}-" + "-".join(f"{v}" for v in adapter.params.values())
+    key = cache_key(type(adapter), len(data))
     stored, stamp = (cache / f"{key}.index", cache / f"{key}.json") if cache else (None, None)
     cached = bool(adapter.cacheable and stored and stored.exists() and stamp and stamp.exists())
     build_load, build_note = load1(), None

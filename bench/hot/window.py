@@ -42,6 +42,7 @@ from bench.hot.run import (  # noqa: E402
     Engine,
     K,
     OursHnsw,
+    cache_key,
     cached_array,
     exact_truth,
     load1,
@@ -51,7 +52,7 @@ from bench.hot.run import (  # noqa: E402
 )
 from nextesy_assets.lib.hot import segments  # noqa: E402
 from nextesy_assets.lib.hot.search import HotIndex  # noqa: E402
-from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, merge, next_version, rebuild_due  # noqa: E402
+from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, next_version, settle  # noqa: E402
 
 MODEL = "bench"
 DAYS = 7
@@ -69,7 +70,7 @@ def meta_of(first_row: int, rows: int, day: int):  # type: ignore[no-untyped-def
 def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path) -> dict[str, object]:
     """Publish the base graph as a week-long segment, then add `extra` batch by batch as update() does."""
     ours = OursHnsw()
-    key = f"OursHnsw-{len(data)}-" + "-".join(f"{v}" for v in OursHnsw.params.values())
+    key = cache_key(OursHnsw, len(data))
     started = time.perf_counter()
     if (cache / f"{key}.index").exists():
         ours.load(cache / f"{key}.index", data)
@@ -90,16 +91,23 @@ def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
         meta = meta_of(len(data) + start, len(rows), today)
         carried = None if delta is None else Carried(delta, delta.days, delta.replaced)
         # As update() does it: the batch into the delta, grown in place, published; then the rebuild if due.
-        delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS, rebuild=False)
+        delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS)
         assert delta.rows <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
         version += 1
         write_version(root, [main, delta], version, first_day)
         visible.append(round(time.perf_counter() - t, 2))
         how = "new" if carried is None else "grown"
-        if rebuild_due(delta, 0, delta.days):
-            delta = merge(
-                root, f"delta-{n}-rebuilt", MODEL, [Carried(delta, delta.days, delta.replaced)], first_day, DIMS
-            )
+        settled = settle(
+            root,
+            MODEL,
+            n,
+            Carried(main, main.days, main.replaced),
+            Carried(delta, delta.days, delta.replaced),
+            first_day,
+            DIMS,
+        )
+        if [s.name for s in settled] != [main.name, delta.name]:
+            main, delta = settled  # the delta built again at once: the assert above keeps it from a merge
             version += 1
             write_version(root, [main, delta], version, first_day)
             how = "grown, then rebuilt"

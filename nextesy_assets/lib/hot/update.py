@@ -134,11 +134,10 @@ def _meta(data: pa.Table, ts_us: np.ndarray, take: np.ndarray) -> pa.Table:
     )
 
 
-def rebuild_due(info: SegmentInfo, added: int, days: dict[int, int]) -> bool:
-    """Whether the segment's next version, `added` rows more with `days` live, is rebuilt rather than extended."""
-    stored = info.rows + added
-    grown = stored - info.built_rows
-    return stored - sum(days.values()) > MAX_DEAD_SHARE * stored or grown > GROW_IN_PLACE_UP_TO * info.built_rows
+def rebuild_due(info: SegmentInfo, days: dict[int, int]) -> bool:
+    """Whether a segment with `days` live is built again at once: mostly dead, or grown in place too far."""
+    grown = info.rows - info.built_rows
+    return info.rows - sum(days.values()) > MAX_DEAD_SHARE * info.rows or grown > GROW_IN_PLACE_UP_TO * info.built_rows
 
 
 @dataclass
@@ -180,15 +179,12 @@ def next_version(
     meta: pa.Table,
     first_day: int,
     dims: int,
-    rebuild: bool = True,
 ) -> SegmentInfo:
-    """Write a segment with these rows added: `carried`'s graph extended, or built again at once from its live
-    rows and the new ones when a rebuild is due (`rebuild_due`) and `rebuild` is set."""
+    """Write a segment with these rows added: `carried`'s graph extended in place (a rebuild that is then due
+    follows in `settle`), or a new one."""
     days = _count_days(dict(carried.days) if carried is not None else {}, meta)
     if carried is None:
         return build_segment(root, name, model, vectors, meta, days)
-    if rebuild and rebuild_due(carried.info, len(vectors), days):
-        return merge(root, name, model, [carried], first_day, dims, vectors, meta)
     base = load_segment(root, carried.unchanged, dims, first_day, serve=False)
     return build_segment(root, name, model, vectors, meta, days, base, carried.replaced)
 
@@ -207,10 +203,8 @@ def merge(
     parts: list[Carried],
     first_day: int,
     dims: int,
-    vectors: np.ndarray | None = None,
-    meta: pa.Table | None = None,
 ) -> SegmentInfo:
-    """One segment built at once from the live rows of `parts` (and optionally new rows)."""
+    """One segment built at once from the live rows of `parts`."""
     chunks, metas, days = [], [], {}
     for part in parts:
         segment = load_segment(root, part.unchanged, dims, first_day, serve=False)
@@ -219,25 +213,21 @@ def merge(
         metas.append(meta_table(segment).take(keep))
         for day, count in part.days.items():
             days[day] = days.get(day, 0) + count
-    if vectors is not None and meta is not None:
-        chunks.append(vectors)
-        metas.append(meta)
-        days = _count_days(days, meta)
     return build_segment(root, name, model, np.concatenate(chunks), pa.concat_tables(metas), days)
 
 
-def _settle(
+def settle(
     root: Path, model: str, snapshot_id: int, main: Carried, delta: Carried | None, first_day: int, dims: int
 ) -> list[SegmentInfo]:
     """The model's segments after an update: the delta merged into the main graph once it is big enough, and
     a segment that is mostly dead built again from its live rows; otherwise both as they are."""
     delta_rows = sum(delta.days.values()) if delta is not None else 0
-    if rebuild_due(main.info, 0, main.days) or delta_rows > MERGE_DELTA_AT * main.info.built_rows:
+    if rebuild_due(main.info, main.days) or delta_rows > MERGE_DELTA_AT * main.info.built_rows:
         parts = [main] if delta is None else [main, delta]
         return [merge(root, _segment_name(model, snapshot_id), model, parts, first_day, dims)]
     out = [main.unchanged]
     if delta is not None:
-        if rebuild_due(delta.info, 0, delta.days):
+        if rebuild_due(delta.info, delta.days):
             out.append(merge(root, _segment_name(model, snapshot_id), model, [delta], first_day, dims))
         else:
             out.append(delta.unchanged)
@@ -261,14 +251,17 @@ def update(
     root.mkdir(parents=True, exist_ok=True)
     with open(root / WRITER_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or the process ends
-        return _update(settings, now, table, published)
+        return _update(settings, root, now, table, published)
 
 
 def _update(
-    settings: Settings, now: datetime | None, table: Table | None, published: Callable[[Manifest], None] | None
+    settings: Settings,
+    root: Path,
+    now: datetime | None,
+    table: Table | None,
+    published: Callable[[Manifest], None] | None,
 ) -> UpdateResult:
     started = time.perf_counter()
-    root = Path(settings.hot_dir)
     table = table or iceberg.embeddings_table(settings)
     table.refresh()
     snapshot = table.current_snapshot()
@@ -322,9 +315,7 @@ def _update(
             # New rows start the main graph, or go into the delta.
             name = _segment_name(model, snapshot.snapshot_id)
             chunk, meta = vectors[take], _meta(data, ts_us, take)  # type: ignore[arg-type]
-            info = next_version(
-                root, name, model, delta if main else None, chunk, meta, first_day, settings.dims, rebuild=False
-            )
+            info = next_version(root, name, model, delta if main else None, chunk, meta, first_day, settings.dims)
             if main is None:
                 main = Carried(info, info.days, info.replaced)
             else:
@@ -346,19 +337,19 @@ def _update(
     visible_s = time.perf_counter() - started
     if published is not None:
         published(manifest)
-    kept = {s.name for s in manifest.segments}
+    kept = [s.name for s in manifest.segments]
     settled = [
         info
         for model, main, delta in settling
-        for info in _settle(root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims)
+        for info in settle(root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims)
     ]
-    if [s.name for s in settled] != [s.name for s in manifest.segments]:
+    if [s.name for s in settled] != kept:
         manifest = replace(manifest, version=manifest.version + 1, segments=settled)
         write_manifest(root, manifest)
         if published is not None:
             published(manifest)
     # A reader may still be loading an earlier version: its segments stay until the next update.
-    sweep(root, {s.name for s in manifest.segments} | kept | {s.name for s in old.segments})
+    sweep(root, {s.name for s in manifest.segments} | set(kept) | {s.name for s in old.segments})
     return UpdateResult(
         source_snapshot_id=snapshot.snapshot_id,
         previous_snapshot_id=old.source_snapshot_id,
