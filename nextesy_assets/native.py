@@ -15,7 +15,7 @@ import pyarrow as pa
 from . import _native
 from .lib.errors import InvalidLandingFileError
 
-__all__ = ["ConvertResult", "convert_file", "count_records", "native_version", "vector_stats"]
+__all__ = ["ConvertResult", "convert_file", "count_records", "native_version", "object_vector", "vector_stats"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,12 @@ def vector_stats(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be 2-D, got shape {vectors.shape}")
     return _native.vector_stats(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def object_vector(body: bytes) -> tuple[np.ndarray, int, int] | None:
+    """(float32 vector, start, end) of a JSON object whose `vector` is a flat array of numbers, read in
+    one pass (no Python float per element); `body[start:end]` is the array. None for any other body."""
+    return _native.object_vector(body)
 
 
 def native_version() -> str:

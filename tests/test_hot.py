@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from nextesy_assets import native
 from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
 from nextesy_assets.lib.hot import checks, segments
 from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
 from nextesy_assets.lib.hot.search import HotIndex, cold_search
-from nextesy_assets.lib.hot.service import create_app
+from nextesy_assets.lib.hot.service import QueryError, create_app, parse
 from nextesy_assets.lib.hot.update import update
 from nextesy_assets.lib.schema import EMBEDDINGS_ARROW
 from nextesy_assets.lib.settings import Settings
@@ -389,6 +390,9 @@ BAD_REQUESTS: dict[str, tuple[dict[str, object] | str, int, str]] = {
         "before the hot window",
     ),
     "not json": ("{not json", 422, "not valid JSON"),
+    "vector of strings": ({"vector": ["0.1"] * DIMS, "model": MODELS[0]}, 422, "flat list of numbers"),
+    "nested vector": ({"vector": [[0.1]] * DIMS, "model": MODELS[0]}, 422, "flat list of numbers"),
+    "overflowing value": ({"vector": [1e39] + [0.1] * (DIMS - 1), "model": MODELS[0]}, 422, "Inf"),
     "unknown field": ({"vector": [0.1] * DIMS, "model": MODELS[0], "top_k": 3}, 422, "top_k"),
 }
 
@@ -408,6 +412,41 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(client: TestClient, cas
     response = client.post("/search", content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert words in response.text
+
+
+def test_a_request_vector_is_read_natively_to_the_same_float32_values_as_numpy_reads_it() -> None:
+    rng = np.random.default_rng(3)
+    values = [
+        *rng.standard_normal(200).tolist(),  # 17 significant digits
+        *rng.standard_normal(200).astype(np.float32).tolist(),
+        *(rng.standard_normal(50) * 1e-30).tolist(),
+        *rng.integers(-(2**40), 2**40, 20).tolist(),
+        0,
+        -0.0,
+        1.5e-45,
+        3.4028235e38,
+        123456789012345678,
+        0.1,
+        2.5e-3,
+    ]
+    texts = [json.dumps(values), json.dumps(values).replace("e-", "E-"), "[" + ",\n ".join(map(repr, values)) + "]"]
+    for text in texts:
+        body = ('{"k": 7, "vector": ' + text + ', "model": "m"}').encode()
+        assert native.object_vector(body) is not None  # the native path, not the fallback
+        request, vector = parse(body)
+        expected = np.asarray(json.loads(text)).astype(np.float32)
+        assert vector is not None and vector.dtype == np.float32
+        assert vector.tobytes() == expected.tobytes()  # bit for bit, -0.0 included
+        assert (request.k, request.model) == (7, "m")
+    # The last of a repeated key wins, as in every JSON reader here.
+    _, vector = parse(b'{"vector": [1, 2], "vector": [3.5, 4]}')
+    assert vector is not None and vector.tolist() == [3.5, 4.0]
+    # What is left of the body is still validated field by field.
+    with pytest.raises(QueryError, match="k"):
+        parse(b'{"vector": [1.0, 2.0], "k": "many"}')
+    # Bare NaN (Python's json.dumps) is read either way, for the service to name its position.
+    _, vector = parse(b'{"vector": [NaN, 1.0], "k": 1}')
+    assert vector is not None and math.isnan(vector[0]) and vector[1] == 1.0
 
 
 def test_the_search_route_is_in_the_openapi_schema(client: TestClient) -> None:

@@ -145,6 +145,8 @@ pub enum VectorField {
 pub struct Record<'a> {
     pub fields: Vec<(Cow<'a, str>, Value<'a>)>,
     pub vector: Option<VectorField>,
+    /// Byte range of the (last) `vector` value in the text.
+    pub vector_span: Option<(usize, usize)>,
 }
 
 /// Why a text is not JSON, with the byte offset where reading stopped.
@@ -240,6 +242,23 @@ pub fn parse_vector_text(text: &str, floats: &mut Vec<f32>) -> Result<VectorFiel
         floats.truncate(mark);
     }
     field
+}
+
+/// The `vector` of a JSON object whose vector is a flat array of numbers: its values, and the byte
+/// range of the array in `text`. `None` for any other text (not JSON, not an object, no such array,
+/// an element that is not a number), which the caller reads its own way.
+pub fn object_vector(text: &str) -> Option<(Vec<f32>, (usize, usize))> {
+    let mut floats = Vec::new();
+    match parse_record(text, &mut floats) {
+        Ok(Record {
+            vector: Some(VectorField::Array {
+                first_bad: None, ..
+            }),
+            vector_span: Some(span),
+            ..
+        }) => Some((floats, span)),
+        _ => None,
+    }
 }
 
 /// A number as Python reads it, converted to `f32` the way NumPy does (through `f64`).
@@ -547,6 +566,7 @@ impl<'a> Parser<'a> {
                 if let Some(VectorField::Array { len, .. }) = record.vector {
                     floats.truncate(floats.len() - len);
                 }
+                let start = self.pos;
                 record.vector = Some(if self.peek() == Some(b'[') {
                     self.vector(floats)?
                 } else {
@@ -555,6 +575,7 @@ impl<'a> Parser<'a> {
                         other => VectorField::NotArray(other.type_name()),
                     }
                 });
+                record.vector_span = Some((start, self.pos));
             } else {
                 let value = self.value()?;
                 record.fields.push((key, value));
@@ -1019,6 +1040,30 @@ mod tests {
         let mut floats = Vec::new();
         let r = parse_record(text, &mut floats).expect("a record");
         (r, floats)
+    }
+
+    #[test]
+    fn an_object_vector_comes_with_its_place_in_the_text() {
+        let text = r#"{"vector": [1, 2.5], "k": 3, "vector" :[0.5, -1e1 ] }"#;
+        let (floats, (start, end)) = object_vector(text).expect("a vector");
+        assert_eq!(floats, vec![0.5, -10.0], "the last of a repeated key wins");
+        assert_eq!(&text[start..end], "[0.5, -1e1 ]");
+        assert_eq!(
+            object_vector(r#"{"k": 3, "vector": []}"#).map(|(f, _)| f),
+            Some(vec![])
+        );
+        for other in [
+            r#"{"k": 3}"#,
+            r#"{"vector": null}"#,
+            r#"{"vector": "1,2"}"#,
+            r#"{"vector": [1, true]}"#,
+            r#"{"vector": [1, [2]]}"#,
+            r#"{"vector": [1, 2]"#,
+            r#"[1, 2]"#,
+            r#"{"vector": [1, 2]} x"#,
+        ] {
+            assert_eq!(object_vector(other), None, "{other}");
+        }
     }
 
     #[test]

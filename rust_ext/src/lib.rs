@@ -254,6 +254,19 @@ fn count_records(
         .map_err(py_error)
 }
 
+/// `(vector, start, end)` of a JSON object body whose `vector` is a flat array of numbers: the
+/// values as float32 (as NumPy converts Python's numbers) and the array's byte range in `body`.
+/// `None` for any other body, which the caller parses its own way.
+#[pyfunction]
+fn object_vector<'py>(
+    py: Python<'py>,
+    body: &[u8],
+) -> Option<(Bound<'py, PyArray1<f32>>, usize, usize)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (floats, (start, end)) = json::object_vector(text)?;
+    Some((floats.into_pyarray(py), start, end))
+}
+
 /// Version of the native module, so the Python side can tell which build it loaded.
 #[pyfunction]
 fn version() -> &'static str {
@@ -264,6 +277,7 @@ fn version() -> &'static str {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vector_stats, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(object_vector, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(count_records, m)?)?;
     m.add_class::<ArrowBatch>()?;

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import Route
 
+from ... import native
 from .. import iceberg
 from ..settings import Settings
 from . import checks
@@ -217,7 +218,8 @@ class Service:
                 request.until,
                 exclude,  # type: ignore[arg-type]
             )
-        results = [{"id": h.id, "score": h.score, "ts": h.ts.isoformat(), "source": h.source} for h in hits]
+        # `ts` stays a datetime: orjson writes it as isoformat() would, without a Python call per result.
+        results = [{"id": h.id, "score": h.score, "ts": h.ts, "source": h.source} for h in hits]
         return results, tier, snapshot_id
 
     def _table_has_model(self, model: str) -> bool:
@@ -263,7 +265,16 @@ def parse_vector(value: object) -> np.ndarray:
 
 
 def parse(body: bytes) -> tuple[SearchRequest, np.ndarray | None]:
-    """The request and its vector: the small fields validated by the model, the vector by NumPy."""
+    """The request and its vector: the small fields validated by the model, the vector by NumPy.
+
+    A body whose vector is a flat array of numbers (the usual request) has it read natively, straight
+    to float32, not through a Python float per element and NumPy's pass over them (36 against 44 us
+    for 768 values, bench/hot/request_cost.py); what is left is parsed as before, with the array
+    replaced by null. Any other body is parsed whole here, so its errors are named as they always were.
+    """
+    found = native.object_vector(body)
+    if found is not None:
+        body = body[: found[1]] + b"null" + body[found[2] :]
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -281,6 +292,8 @@ def parse(body: bytes) -> tuple[SearchRequest, np.ndarray | None]:
             f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()
         )
         raise QueryError(problems) from None
+    if found is not None:
+        return request, found[0]
     return request, None if vector is None else parse_vector(vector)
 
 

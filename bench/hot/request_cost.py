@@ -1,0 +1,136 @@
+"""What a hot query costs the service besides its graph walk, measured in-process, beside the walk itself.
+
+    flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/request_cost.py /tmp/nextesy-bench-hot-XXXX/home \
+        [--queries 1000] [--repeat 7] [--label NAME]
+
+Over an index run.py published under `home`, in one run, CPU time per query (best of `--repeat` passes
+over run.py's held-out queries, sent as wrk sends them):
+
+1. `walk_us`: the engine's search alone (the graph walk and its re-rank), on each segment as the service
+   walks it;
+2. `request_us`: one POST /search through the service's ASGI app (parsing the body, the query's checks,
+   the search, the results, the metrics, the response), with each walk's answer replayed from (1), so
+   this is the request's own cost;
+3. `parse_us`: the body parse alone, a part of (2).
+
+The HTTP server's own work (uvicorn, the socket) is not in (2): `http_runs.py` measures everything together
+as the server's CPU per request. With --label the result is recorded under "request_cost" of the index
+size's entry in bench/results/hot.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.hot.run import DIMS, RESULTS, K, load1, vectors  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("home", type=Path)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--label", help="Record the result under this name in hot.json.")
+    args = parser.parse_args()
+    os.environ["NEXTESY_HOME"], os.environ["NEXTESY_DIMS"] = str(args.home), str(DIMS)
+
+    import faiss
+
+    from nextesy_assets.lib.hot.engine import normalise
+    from nextesy_assets.lib.hot.service import create_app, parse
+    from nextesy_assets.lib.settings import Settings
+
+    app = create_app(Settings.load(), refresh_every_s=None, inline=True)
+    faiss.omp_set_num_threads(1)
+    segments = app.state.service.index.segments
+    queries = vectors(1000, seed=2)[: args.queries]  # run.py's held-out queries
+    bodies = [json.dumps({"vector": q.tolist(), "k": K, "model": "bench"}).encode() for q in queries]
+
+    # Each graph's answers, recorded on the first pass and replayed after: the walks leave the request.
+    answers: dict[tuple[int, bytes], object] = {}
+    for number, segment in enumerate(segments):
+        graph = segment.index._index  # type: ignore[attr-defined]
+        walk = graph.search
+
+        def replay(x, k, params=None, number=number, walk=walk):  # type: ignore[no-untyped-def]
+            key = (number, x.tobytes())
+            if key not in answers:
+                answers[key] = walk(x, k, params=params)
+            return answers[key]
+
+        graph.search = replay
+
+    def best_us(run) -> float:  # type: ignore[no-untyped-def]
+        times = []
+        for _ in range(args.repeat):
+            started = time.process_time()
+            run()
+            times.append((time.process_time() - started) / len(bodies) * 1e6)
+        return round(min(times), 1)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/search",
+        "raw_path": b"/search",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+    async def requests() -> None:
+        for body in bodies:
+            sent: list[dict[str, object]] = []
+
+            async def receive(body: bytes = body) -> dict[str, object]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: dict[str, object], sent: list[dict[str, object]] = sent) -> None:
+                sent.append(message)
+
+            await app(dict(scope), receive, send)
+            assert sent[0]["status"] == 200, sent
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(requests())  # records every walk's answer
+    request_us = best_us(lambda: loop.run_until_complete(requests()))
+    parse_us = best_us(lambda: [parse(body) for body in bodies])
+    for segment in segments:
+        del segment.index._index.search  # type: ignore[attr-defined]  # the real walk again
+    units = [normalise(q.reshape(1, -1)) for q in queries]
+    walk_us = best_us(lambda: [s.index.search(u, K, s.live) for u in units for s in segments])
+    result = {
+        "rows": sum(s.live_rows for s in segments),
+        "segments": len(segments),
+        "queries": len(bodies),
+        "walk_us": walk_us,
+        "request_us": request_us,
+        "parse_us": parse_us,
+        "request_share_of_walk": round(request_us / walk_us, 3),
+        "load_1m": load1(),
+    }
+    print(json.dumps(result))
+    if args.label:
+        results = json.loads(RESULTS.read_text())
+        entry = results["sizes"].setdefault(str(result["rows"]), {}).setdefault("request_cost", {})
+        entry[args.label] = result
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
