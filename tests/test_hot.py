@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from nextesy_assets import native
 from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
-from nextesy_assets.lib.hot import checks, segments
+from nextesy_assets.lib.hot import checks, search, segments
 from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
 from nextesy_assets.lib.hot.search import HotIndex, cold_search
 from nextesy_assets.lib.hot.service import QueryError, create_app, parse
@@ -481,6 +481,24 @@ def test_the_service_picks_up_a_new_index_version_without_a_restart(hot_settings
     update(hot_settings, now=datetime.now(UTC))
     assert app.state.service.index.refresh()
     assert client.get("/healthz").json()["vectors"] == 160
+
+
+def test_the_service_reads_the_manifest_again_only_once_an_update_replaced_it(
+    hot_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append_batch(hot_settings, "b1", 100, [0], seed=8)
+    update(hot_settings, now=datetime.now(UTC))
+    index = HotIndex(Path(hot_settings.hot_dir))
+    reads: list[Path] = []
+    real = search.read_manifest
+    monkeypatch.setattr(search, "read_manifest", lambda root: reads.append(root) or real(root))
+    assert not index.refresh() and not index.refresh()
+    assert reads == []  # the same file: not parsed again
+    append_batch(hot_settings, "b2", 60, [0], seed=9)
+    update(hot_settings, now=datetime.now(UTC))
+    assert index.refresh() and index.rows == 160
+    assert not index.refresh()
+    assert len(reads) == 1
 
 
 @pytest.mark.parametrize("engine", ["faiss-hnsw", "exact", "milvus-lite"])

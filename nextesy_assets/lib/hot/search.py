@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import pyarrow.compute as pc
 
 from ..errors import NextesyError
 from .engine import EXACT_BELOW, HNSW_EF_SEARCH, FaissHnsw, exact_search, normalise
-from .segments import EPOCH, US_PER_DAY, Manifest, Segment, day_of, load_segment, read_manifest
+from .segments import EPOCH, MANIFEST, US_PER_DAY, Manifest, Segment, day_of, load_segment, read_manifest
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -66,13 +67,28 @@ class HotIndex:
         self.manifest = Manifest()
         self.segments: list[Segment] = []
         self._lock = threading.Lock()
+        self._read: tuple[int, int, int] | None = None  # (inode, mtime, size) of the manifest file last read
         self.refresh()
 
     def refresh(self) -> bool:
-        """Load a newer manifest if there is one (reusing unchanged segments); True if it changed."""
+        """Load a newer manifest if there is one (reusing unchanged segments); True if it changed.
+
+        The manifest file is read only when it is another file than last time: an update replaces it whole
+        (os.replace). A service checks every second, and a window's manifest lists every data file it
+        indexed: a week of 5-minute batches is about 270 KiB, 1.4 ms of JSON holding the GIL, which the
+        requests in flight would wait for.
+        """
         with self._lock:
+            try:
+                stat = os.stat(self.root / MANIFEST)
+            except FileNotFoundError:
+                return False
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if seen == self._read:
+                return False
             manifest = read_manifest(self.root)
             if manifest is None or manifest.version == self.manifest.version:
+                self._read = seen
                 return False
             loaded = {s.info.name: s for s in self.segments}
             segments = [
@@ -86,6 +102,7 @@ class HotIndex:
                     segment.index.ef_search = self.ef_search
             # One assignment each: a query running now keeps the lists it started with.
             self.segments, self.manifest = segments, manifest
+            self._read = seen
             return True
 
     @property
