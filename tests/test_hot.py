@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from nextesy_assets.lib.demo import structured_vectors
 from nextesy_assets.lib.hot import checks, search, segments
 from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
 from nextesy_assets.lib.hot.search import HotIndex, cold_search
-from nextesy_assets.lib.hot.service import QueryError, create_app, parse
+from nextesy_assets.lib.hot.service import QueryError, create_app, keep_staleness, parse
 from nextesy_assets.lib.hot.update import update
 from nextesy_assets.lib.schema import EMBEDDINGS_ARROW
 from nextesy_assets.lib.settings import Settings
@@ -469,6 +471,27 @@ def test_the_metrics_move_when_queries_run(client: TestClient) -> None:
     assert sample(after, 'nextesy_search_seconds_count{tier="hot"}') == 3
     assert sample(after, 'nextesy_search_requests_total{status="422"') >= 1
     assert "nextesy_hot_index_staleness_seconds" in after
+
+
+def test_workers_report_the_staleness_their_server_keeps_without_reading_the_table(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 100, [0], seed=8)
+    update(hot_settings, now=datetime.now(UTC))
+    append_batch(hot_settings, "b2", 60, [0], seed=9)  # the table is now a snapshot ahead of the index
+    lag = multiprocessing.RawArray("d", [math.nan, math.nan])
+    app = create_app(hot_settings, refresh_every_s=None, lag=lag)
+    client = TestClient(app)
+
+    def gauge(name: str) -> str | None:
+        lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " ")]
+        return lines[0].split()[1] if lines else None
+
+    assert app.state.service.staleness() is None  # not measured yet
+    stop = threading.Event()
+    stop.set()  # one round, as the server's parent process runs it every few seconds
+    keep_staleness(hot_settings, lag, stop)
+    assert lag[0] == 1 and lag[1] >= 0
+    assert gauge("nextesy_hot_index_staleness_snapshots") == "1.0"
+    assert app.state.service._table is None  # the worker never opened the table for it
 
 
 def test_the_service_picks_up_a_new_index_version_without_a_restart(hot_settings: Settings) -> None:

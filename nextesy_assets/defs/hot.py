@@ -53,7 +53,7 @@ def hot_index(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> dg
     index = HotIndex(Path(settings.hot_dir), ef_search=settings.hot_ef_search)  # judged as it is served
     parity = hot_checks.parity(table, index)
     recall = hot_checks.recall_at_k(index)
-    lag = hot_checks.staleness(table, index)
+    lag = hot_checks.staleness(table, index.manifest)
     context.log.info(f"hot index at snapshot {result.source_snapshot_id}: {result.rows} vectors")
     return dg.MaterializeResult(
         metadata={

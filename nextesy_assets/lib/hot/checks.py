@@ -9,6 +9,7 @@ import numpy as np
 
 from .engine import exact_search, normalise
 from .search import HotIndex, from_us
+from .segments import Manifest
 from .update import live_files
 
 if TYPE_CHECKING:
@@ -84,11 +85,10 @@ class Staleness:
     seconds: float
 
 
-def staleness(table: Table, index: HotIndex) -> Staleness:
-    """Snapshots and seconds between the table's current snapshot and the one the index reflects."""
+def staleness(table: Table, manifest: Manifest) -> Staleness:
+    """Snapshots and seconds between the table's current snapshot and the one an index manifest reflects."""
     table.refresh()
     current = table.current_snapshot()
-    manifest = index.manifest
     if current is None or current.snapshot_id == manifest.source_snapshot_id:
         return Staleness(0, 0.0)
     since = manifest.source_snapshot_ms or 0
