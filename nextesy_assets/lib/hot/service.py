@@ -275,7 +275,7 @@ def parse_vector(value: object) -> np.ndarray:
 
 
 def parse(body: bytes) -> tuple[SearchRequest, np.ndarray | None]:
-    """The request and its vector: the small fields validated by the model, the vector by NumPy.
+    """The request and its vector as float32, the small fields validated by the model.
 
     A body whose vector is a flat array of numbers (the usual request) has it read natively, straight
     to float32, not through a Python float per element and NumPy's pass over them (36 against 44 us
