@@ -311,7 +311,7 @@ def keep_staleness(settings: Settings, lag: object, stop: threading.Event, every
     """Measure how far the published index is behind the table into `lag`, every `every_s` until `stop`.
 
     A server of several workers runs this in its parent process, which answers no queries: reading the
-    table's metadata means parsing one JSON document that lists every snapshot, about 47 ms for 2,000 (a
+    table's metadata means parsing one JSON document that lists every snapshot, about 30 ms for 2,000 (a
     week of 5-minute batches) with the GIL held, and in a worker every query in flight would wait for it
     at each scrape of /metrics. The workers serve the manifest's version within a second of its publication.
     """
