@@ -522,6 +522,9 @@ def test_the_service_reads_the_manifest_again_only_once_an_update_replaced_it(
     assert index.refresh() and index.rows == 160
     assert not index.refresh()
     assert len(reads) == 1
+    # However it looks, the file is read again once a while has passed.
+    monkeypatch.setattr(search, "MANIFEST_READ_AT_LEAST_EVERY_S", 0.0)
+    assert not index.refresh() and len(reads) == 2
 
 
 @pytest.mark.parametrize("engine", ["faiss-hnsw", "exact", "milvus-lite"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,9 @@ MAX_EFFORT = 2.0
 # less (the delta beside a main graph) proportionally less, never below the re-rank depth: its share of the
 # best k is about its share of the rows.
 SHARE_AT_FULL_EFFORT = 0.3
+# An unchanged-looking manifest file is still read again after this long: a file system with coarse times
+# could give a new manifest the inode, time and size of the one it replaced.
+MANIFEST_READ_AT_LEAST_EVERY_S = 60.0
 
 
 class QueryError(NextesyError):
@@ -67,7 +71,8 @@ class HotIndex:
         self.manifest = Manifest()
         self.segments: list[Segment] = []
         self._lock = threading.Lock()
-        self._read: tuple[int, int, int] | None = None  # (inode, mtime, size) of the manifest file last read
+        self._read: tuple[int, int, int, int] | None = None  # the manifest file last read: inode, times, size
+        self._read_at = 0.0
         self.refresh()
 
     def refresh(self) -> bool:
@@ -76,19 +81,20 @@ class HotIndex:
         The manifest file is read only when it is another file than last time: an update replaces it whole
         (os.replace). A service checks every second, and a window's manifest lists every data file it
         indexed: a week of 5-minute batches is about 270 KiB, 0.9 ms of JSON holding the GIL, which the
-        requests in flight would wait for.
+        requests in flight would wait for. (It is read again once a minute whatever its stat says.)
         """
         with self._lock:
             try:
                 stat = os.stat(self.root / MANIFEST)
             except FileNotFoundError:
                 return False
-            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if seen == self._read:
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+            now = time.monotonic()
+            if seen == self._read and now - self._read_at < MANIFEST_READ_AT_LEAST_EVERY_S:
                 return False
             manifest = read_manifest(self.root)
             if manifest is None or manifest.version == self.manifest.version:
-                self._read = seen
+                self._read, self._read_at = seen, now
                 return False
             loaded = {s.info.name: s for s in self.segments}
             segments = [
@@ -102,7 +108,7 @@ class HotIndex:
                     segment.index.ef_search = self.ef_search
             # One assignment each: a query running now keeps the lists it started with.
             self.segments, self.manifest = segments, manifest
-            self._read = seen
+            self._read, self._read_at = seen, now
             return True
 
     @property
