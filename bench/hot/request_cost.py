@@ -1,7 +1,7 @@
 """What a hot query costs the service besides its graph walk, measured in-process, beside the walk itself.
 
     flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/request_cost.py /tmp/nextesy-bench-hot-XXXX/home \
-        [--queries 1000] [--repeat 7] [--label NAME]
+        [--queries 1000] [--repeat 7] [--label NAME [--size 1000000]]
 
 Over an index run.py published under `home`, in one run, CPU time per query (best of `--repeat` passes
 over run.py's held-out queries, sent as wrk sends them):
@@ -15,7 +15,7 @@ over run.py's held-out queries, sent as wrk sends them):
 
 The HTTP server's own work (uvicorn, the socket) is not in (2): `http_runs.py` measures everything together
 as the server's CPU per request. With --label the result is recorded under "request_cost" of the index
-size's entry in bench/results/hot.json.
+size's entry (or --size's) in bench/results/hot.json.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import DIMS, RESULTS, K, load1, vectors  # noqa: E402
+from bench.hot.run import DIMS, RESULTS, load1, search_body, vectors  # noqa: E402
 
 
 def main() -> None:
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--label", help="Record the result under this name in hot.json.")
+    parser.add_argument("--size", help="The size entry of hot.json to record under (default: the index's rows).")
     args = parser.parse_args()
     os.environ["NEXTESY_HOME"], os.environ["NEXTESY_DIMS"] = str(args.home), str(DIMS)
 
@@ -52,7 +53,7 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     segments = app.state.service.index.segments
     queries = vectors(1000, seed=2)[: args.queries]  # run.py's held-out queries
-    bodies = [json.dumps({"vector": q.tolist(), "k": K, "model": "bench"}).encode() for q in queries]
+    bodies = [search_body(q.tolist()).encode() for q in queries]
 
     # Each graph walk as the service makes it (its breadth, its filter) is timed and its answer recorded;
     # replayed after, the walks leave the request.
@@ -133,7 +134,7 @@ def main() -> None:
     print(json.dumps(result))
     if args.label:
         results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(str(result["rows"]), {}).setdefault("request_cost", {})
+        entry = results["sizes"].setdefault(args.size or str(result["rows"]), {}).setdefault("request_cost", {})
         entry[args.label] = result
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -402,6 +402,11 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | No
     return info
 
 
+def search_body(vector: list[float]) -> str:
+    """The POST /search body of one bench query, as every HTTP client here and request_cost.py send it."""
+    return json.dumps({"vector": vector, "k": K, "model": "bench"})
+
+
 def _client(args: tuple[int, int, list[list[float]]]) -> list[float]:
     import http.client
 
@@ -409,7 +414,7 @@ def _client(args: tuple[int, int, list[list[float]]]) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     out = []
     for i in range(requests):
-        body = json.dumps({"vector": queries[i % len(queries)], "k": K, "model": "bench"})
+        body = search_body(queries[i % len(queries)])
         t = time.perf_counter()
         conn.request("POST", "/search", body, {"content-type": "application/json"})
         response = conn.getresponse()
@@ -433,7 +438,7 @@ def cpu_seconds(pid: int) -> float:
 def wrk_load(port: int, clients: int, seconds: int, queries: np.ndarray, work: Path, server: int) -> dict[str, object]:
     """Closed-loop load from wrk (C, so the clients take little of the two cores): `clients` connections."""
     bodies = work / "bodies.jsonl"
-    bodies.write_text("".join(json.dumps({"vector": q.tolist(), "k": K, "model": "bench"}) + "\n" for q in queries))
+    bodies.write_text("".join(search_body(q.tolist()) + "\n" for q in queries))
     script = Path(__file__).with_name("search.lua")
     command = [
         "wrk",
