@@ -575,6 +575,25 @@ def test_every_engine_meets_the_index_interface(engine: str, tmp_path: Path) -> 
     assert np.array_equal(again.search(queries, 10)[1], labels)
 
 
+def test_a_loaded_segment_reads_its_ids_and_sources_as_written(tmp_path: Path) -> None:
+    ids = ["plain", "añadido-é", "雪-1", "🙂", "", "x" * 300]
+    sources = ["search-api", None, "support-bot", None, "search-api", "support-bot"]
+    vectors = normalise(structured_vectors(np.random.default_rng(3), len(ids), 8))
+    day = segments.US_PER_DAY * 20_000
+    meta = pa.table({"id": ids, "ts_us": pa.array([day + i for i in range(len(ids))], pa.int64()), "source": sources})
+    info = segments.build_segment(tmp_path, "s", "m", vectors, meta, {20_000: len(ids)})
+    segment = segments.load_segment(tmp_path, info, 8, 20_000)
+
+    assert [segment.ids[row] for row in range(len(ids))] == ids == list(segment.ids)
+    assert [segment.source(row) for row in range(len(ids))] == sources
+    assert np.flatnonzero(segment.ids.equal("雪-1")).tolist() == [2]
+    assert not segment.ids.equal("nobody").any()
+    assert np.flatnonzero(segment.mask("support-bot", None, None)).tolist() == [2, 5]
+    # An unknown source matches no row, not the rows without one.
+    assert not segment.mask("no-such-source", None, None).any()
+    assert segments.meta_table(segment).to_pylist() == meta.to_pylist()
+
+
 def test_the_hot_index_asset_materializes_with_passing_checks(hot_settings: Settings) -> None:
     import dagster as dg
 

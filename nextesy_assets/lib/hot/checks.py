@@ -66,7 +66,7 @@ def recall_at_k(index: HotIndex, k: int = 10, sample: int = 100, seed: int = 0) 
     for model, segments in sorted(by_model.items()):
         rows = [(s, s.live_positions()) for s in segments]
         data = np.concatenate([s.vectors[live] for s, live in rows])
-        keys = [(str(s.ids[r]), from_us(int(s.ts_us[r])).isoformat()) for s, live in rows for r in live]
+        keys = [(s.ids[r], from_us(int(s.ts_us[r])).isoformat()) for s, live in rows for r in live.tolist()]
         picks = rng.choice(len(data), size=min(len(data), max(1, sample // len(by_model))), replace=False)
         for row in picks:
             _, exact = exact_search(data, normalise(data[row : row + 1]), k)

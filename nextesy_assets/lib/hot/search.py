@@ -140,7 +140,7 @@ class HotIndex:
         for segment in self.segments:
             if model is not None and segment.info.model != model:
                 continue
-            matches = segment.ids == id_
+            matches = segment.ids.equal(id_)
             if segment.live is not None:
                 matches &= segment.live
             for row in np.flatnonzero(matches):
@@ -188,16 +188,9 @@ class HotIndex:
                 share = min(1.0, allowed_rows / (total * SHARE_AT_FULL_EFFORT))
                 effort = min(MAX_EFFORT, len(segment.ids) / allowed_rows) * share
                 scores, labels = segment.index.search(query, want, allowed, effort=effort)
-            for score, label in zip(scores[0], labels[0], strict=True):
-                if label >= 0 and segment.ids[label] != exclude_id:
-                    hits.append(
-                        Hit(
-                            str(segment.ids[label]),
-                            float(score),
-                            from_us(int(segment.ts_us[label])),
-                            segment.sources[label],
-                        )
-                    )
+            for score, label in zip(scores[0].tolist(), labels[0].tolist(), strict=True):
+                if label >= 0 and (id_ := segment.ids[label]) != exclude_id:
+                    hits.append(Hit(id_, score, from_us(int(segment.ts_us[label])), segment.source(label)))
         return _top(hits, k)
 
 
