@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from fastapi.testclient import TestClient
 from nextesy_assets import native
 from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
-from nextesy_assets.lib.hot import checks, search, segments
+from nextesy_assets.lib.hot import checks, search, segments, service
 from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
 from nextesy_assets.lib.hot.search import HotIndex, cold_search
 from nextesy_assets.lib.hot.service import QueryError, create_app, keep_staleness, parse
@@ -504,6 +506,24 @@ def test_the_service_picks_up_a_new_index_version_without_a_restart(hot_settings
     update(hot_settings, now=datetime.now(UTC))
     assert app.state.service.index.refresh()
     assert client.get("/healthz").json()["vectors"] == 160
+
+
+def test_a_background_thread_below_the_queries_priority_picks_up_new_versions(hot_settings: Settings) -> None:
+    append_batch(hot_settings, "b1", 100, [0], seed=8)
+    update(hot_settings, now=datetime.now(UTC))
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with TestClient(create_app(hot_settings, refresh_every_s=0.05)) as client:
+        refresher = next(t for t in threading.enumerate() if t.name == "hot-index-refresh")
+        assert client.get("/healthz").json()["vectors"] == 100
+        append_batch(hot_settings, "b2", 60, [0], seed=9)
+        update(hot_settings, now=datetime.now(UTC))
+        for _ in range(200):
+            if client.get("/healthz").json()["vectors"] == 160:
+                break
+            time.sleep(0.05)
+        assert client.get("/healthz").json()["vectors"] == 160
+        assert os.getpriority(os.PRIO_PROCESS, refresher.native_id) == min(19, mine + service.REFRESH_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 def test_the_service_reads_the_manifest_again_only_once_an_update_replaced_it(

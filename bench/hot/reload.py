@@ -9,9 +9,10 @@ queries. This measures what that costs the queries: over an index run.py or wind
 `home`, wrk's closed-loop load (8 connections) runs `--seconds`; in a "reload" run, `--at` seconds in, the
 chosen segment is published again under a new name (its files hard-linked, a new manifest version), so
 every worker loads it whole, exactly as after an update; in a "steady" run nothing is published. The two
-alternate `--pairs` times. Each run records wrk's p50/p99/max, and a reload run how long until every
-worker served the new version. The manifest is put back as it was at the end. With --label the runs are
-recorded under "reload" of the size's entry (or --size's) in bench/results/hot.json.
+alternate `--pairs` times. Each run records wrk's p50/p99/max, and a reload run how long from the
+publication until every worker served the new version (polled beside the load; the run may end first).
+The manifest is put back as it was at the end. With --label the runs are recorded under "reload" of the
+size's entry (or --size's) in bench/results/hot.json.
 
 `--in-process` measures the same thing without HTTP and its noise: one thread searches the index (the
 service's `HotIndex.search`, one query after another) while another loads the segment as a worker's
@@ -138,7 +139,7 @@ def main() -> None:
     root = args.home / "hot"
     original = segments.read_manifest(root)
     assert original is not None and original.segments, f"no hot index under {root}"
-    runs = in_process(args, root, original) if args.in_process else http(args, root, original)
+    runs = in_process(args, root, original) if args.in_process else over_http(args, root, original)
     for kind in ("steady", "reload"):
         mine = [r for r in runs if r["run"] == kind]
         print(kind, "p99", [r["p99_ms"] for r in mine], "max", [r["max_ms"] for r in mine])
@@ -157,7 +158,7 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def http(args: argparse.Namespace, root: Path, original: segments.Manifest) -> list[dict[str, object]]:
+def over_http(args: argparse.Namespace, root: Path, original: segments.Manifest) -> list[dict[str, object]]:
     server, port = start_server(args.home, dict(item.split("=", 1) for item in args.env))
     queries = vectors(1000, seed=2)  # run.py's held-out queries
     runs = []
@@ -169,8 +170,11 @@ def http(args: argparse.Namespace, root: Path, original: segments.Manifest) -> l
             published: dict[str, float] = {}
 
             def publish(serial: int = serial, published: dict[str, float] = published) -> None:
-                published["version"] = republish(root, original, args.segment, serial)
-                published["at"] = time.monotonic()
+                version = republish(root, original, args.segment, serial)
+                at = time.monotonic()
+                while served_versions(port) != {version}:  # a few /healthz a second beside wrk's load
+                    time.sleep(0.1)
+                published["all_workers_on_new_version_s"] = round(time.monotonic() - at, 2)
 
             timer = threading.Timer(args.at, publish) if reload else None
             if timer is not None:
@@ -179,9 +183,7 @@ def http(args: argparse.Namespace, root: Path, original: segments.Manifest) -> l
             run.update(wrk_load(port, args.clients, args.seconds, queries, args.home, server.pid))
             if timer is not None:
                 timer.join()
-                while served_versions(port) != {published["version"]}:
-                    time.sleep(0.1)
-                run["all_workers_on_new_version_s"] = round(time.monotonic() - published["at"], 2)
+                run.update(published)
                 segments.write_manifest(root, original)  # back, and wait until every worker serves it again
                 while served_versions(port) != {original.version}:
                     time.sleep(0.2)
