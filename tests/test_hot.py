@@ -353,6 +353,34 @@ def test_the_cold_tier_returns_exactly_the_brute_force_answer(hot_settings: Sett
     assert [(h.id, round(h.score, 5)) for h in direct] == expected
 
 
+def test_cold_queries_are_answered_by_a_child_process_started_again_if_it_dies(hot_settings: Settings) -> None:
+    import signal
+
+    append_batch(hot_settings, "b1", 60, [0, 0, 9], seed=4)
+    update(hot_settings, now=NOW)
+    app = create_app(hot_settings, refresh_every_s=None)
+    client = TestClient(app)
+    old = {"vector": [0.1] * DIMS, "model": MODELS[0], "until": (NOW - timedelta(days=8)).isoformat()}
+    first = client.post("/search", json=old).json()
+    assert first["tier"] == "cold" and first["results"]
+    cold = app.state.service.cold
+    (child,) = cold._pool._processes
+    assert child != os.getpid()
+    assert app.state.service._table is None  # the worker itself never opened the table
+
+    os.kill(child, signal.SIGKILL)
+    for _ in range(100):  # the executor notices the death on its own thread
+        if cold._pool._broken:
+            break
+        time.sleep(0.05)
+    again = client.post("/search", json=old)  # a new child answers: the query is not failed for an old crash
+    assert again.status_code == 200 and again.json()["results"] == first["results"]
+    assert set(cold._pool._processes) != {child}
+    by_id = client.post("/search", json={"id": "no-such-id", "model": MODELS[0]})
+    assert by_id.status_code == 404  # looked up in the hot index, then in the table by the child
+    cold.close()
+
+
 def test_hot_answers_by_vector_and_by_id_with_filters(hot_settings: Settings) -> None:
     table = append_batch(hot_settings, "b1", 400, [0, 1, 2], seed=6)
     update(hot_settings, now=NOW)

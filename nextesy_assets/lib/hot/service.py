@@ -32,7 +32,8 @@ from ... import native
 from .. import iceberg
 from ..settings import Settings
 from . import checks
-from .search import HotIndex, QueryError, cold_lookup, cold_search
+from .cold import ColdProcess, ColdTier
+from .search import HotIndex, QueryError
 from .segments import read_manifest
 
 MAX_K = 1000
@@ -121,7 +122,9 @@ class Metrics:
 class Service:
     """The hot index, the table for the cold tier, and the metrics, shared by all requests."""
 
-    def __init__(self, settings: Settings, metrics_dir: Path | None = None, lag: object | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics_dir: Path | None = None, lag: object | None = None, cold_process: bool = True
+    ) -> None:
         self.settings = settings
         self.index = HotIndex(Path(settings.hot_dir), ef_search=settings.hot_ef_search)
         self.metrics = Metrics(metrics_dir)
@@ -130,6 +133,8 @@ class Service:
         self.lag = lag
         self._table = None
         self._table_lock = threading.Lock()
+        # Cold queries read the table in a child process: their Python work would hold this one's GIL.
+        self.cold: ColdTier | ColdProcess = ColdProcess(settings) if cold_process else ColdTier(settings)
 
     def table(self):  # type: ignore[no-untyped-def]
         with self._table_lock:
@@ -186,13 +191,10 @@ class Service:
             )
         known = index.models
         if tier == "cold":
-            table = self.table()
-            table.refresh()
-            current = table.current_snapshot()
-            if current is None:
+            snapshot_id = self.cold.snapshot()
+            if snapshot_id is None:
                 raise QueryError("the table is empty: run `nextesy sync` first", status=503)
-            snapshot_id = current.snapshot_id
-            if request.model is not None and request.model not in known and not self._table_has_model(request.model):
+            if request.model is not None and request.model not in known and not self.cold.has_model(request.model):
                 raise QueryError(f"unknown model {request.model!r}; known: {sorted(known)}", status=404)
         elif request.model is not None and request.model not in known:
             raise QueryError(f"unknown model {request.model!r}; known: {sorted(known)}", status=404)
@@ -201,7 +203,7 @@ class Service:
         if request.id is not None:
             found = index.lookup(request.id, request.model) if tier == "hot" else None
             if found is None:
-                found = cold_lookup(self.table(), request.id, request.model, snapshot_id)  # type: ignore[arg-type]
+                found = self.cold.lookup(request.id, request.model, snapshot_id)  # type: ignore[arg-type]
             if found is None:
                 raise QueryError(f"no stored vector with id {request.id!r}", status=404)
             model, vector = found
@@ -220,8 +222,7 @@ class Service:
         if tier == "hot":
             hits = index.search(vector, request.k, model, request.source, request.since, request.until, exclude)
         else:
-            hits = cold_search(
-                self.table(),
+            hits = self.cold.search(
                 snapshot_id,
                 vector,
                 request.k,
@@ -234,14 +235,6 @@ class Service:
         # `ts` stays a datetime: orjson writes it as isoformat() would, without a Python call per result.
         results = [{"id": h.id, "score": h.score, "ts": h.ts, "source": h.source} for h in hits]
         return results, tier, snapshot_id
-
-    def _table_has_model(self, model: str) -> bool:
-        from pyiceberg.expressions import EqualTo
-
-        return (
-            self.table().scan(row_filter=EqualTo("model", model), selected_fields=("id",), limit=1).to_arrow().num_rows
-            > 0
-        )
 
 
 def _document_search(app: FastAPI) -> None:
@@ -434,6 +427,7 @@ def create_app(
         if thread is not None:
             thread.join(timeout=5)
         searchers.shutdown(wait=False)
+        service.cold.close()
 
     app = FastAPI(title="nextesy hot tier", lifespan=lifespan)
     app.state.service = service
