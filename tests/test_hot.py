@@ -381,6 +381,46 @@ def test_cold_queries_are_answered_by_a_child_process_started_again_if_it_dies(h
     cold.close()
 
 
+def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings: Settings, tmp_path: Path) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    import psutil
+
+    append_batch(hot_settings, "b1", 20, [0], seed=4)
+    (tmp_path / "settings.pickle").write_bytes(pickle.dumps(hot_settings))
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import os, pickle, sys\n"
+        "from nextesy_assets.lib.hot.cold import ColdProcess\n"
+        "if __name__ == '__main__':\n"
+        "    cold = ColdProcess(pickle.loads(open(sys.argv[1], 'rb').read()))\n"
+        "    assert cold.snapshot() is not None\n"
+        "    print(*cold._pool._processes, flush=True)\n"
+        "    os._exit(0)  # as a worker stopped by a signal: no pool shutdown\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path / "settings.pickle")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert ran.returncode == 0, ran.stderr
+    child = int(ran.stdout.split()[-1])
+    for _ in range(100):
+        try:
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        psutil.Process(child).kill()
+        raise AssertionError(f"the cold tier's process {child} outlived its worker")
+
+
 def test_hot_answers_by_vector_and_by_id_with_filters(hot_settings: Settings) -> None:
     table = append_batch(hot_settings, "b1", 400, [0, 1, 2], seed=6)
     update(hot_settings, now=NOW)

@@ -11,7 +11,9 @@ worker), so a scan costs the hot queries a share of the cores, not their interpr
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -73,11 +75,21 @@ class ColdTier:
 
 
 _tier: ColdTier | None = None  # the child process's own
+PARENT_CHECK_EVERY_S = 1.0
 
 
-def _start(settings: Settings) -> None:
+def _start(settings: Settings, parent: int) -> None:
     global _tier
     _tier = ColdTier(settings)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="cold-parent-watch").start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this process once its parent has: a worker stopped by a signal does not wait to shut its pool
+    down, and a child blocked on the pool's queue would never notice (it holds that pipe's other end too)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_EVERY_S)
+    os._exit(0)
 
 
 def _call(method: str, args: tuple[object, ...]) -> object:
@@ -108,7 +120,7 @@ class ColdProcess:
                     max_workers=1,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_start,
-                    initargs=(self.settings,),
+                    initargs=(self.settings, os.getpid()),
                 )
             return self._pool
 
