@@ -421,6 +421,35 @@ def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings:
         raise AssertionError(f"the cold tier's process {child} outlived its worker")
 
 
+def test_cold_queries_are_read_in_the_worker_when_no_child_process_can_start(
+    hot_settings: Settings, tmp_path: Path
+) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    append_batch(hot_settings, "b1", 20, [0], seed=4)
+    (tmp_path / "settings.pickle").write_bytes(pickle.dumps(hot_settings))
+    script = tmp_path / "unguarded.py"  # no `if __name__ == "__main__":`: a spawned child runs it again, and dies
+    script.write_text(
+        "import pickle, sys\n"
+        "from nextesy_assets.lib.hot.cold import ColdProcess\n"
+        "cold = ColdProcess(pickle.loads(open(sys.argv[1], 'rb').read()))\n"
+        "print(cold.snapshot(), cold.snapshot(), cold._fallback is not None)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "settings.pickle")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    snapshot = iceberg.embeddings_table(hot_settings).current_snapshot().snapshot_id
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [str(snapshot), str(snapshot), "True"]
+    assert "cold queries are read in the worker" in ran.stderr
+
+
 def test_hot_answers_by_vector_and_by_id_with_filters(hot_settings: Settings) -> None:
     table = append_batch(hot_settings, "b1", 400, [0, 1, 2], seed=6)
     update(hot_settings, now=NOW)

@@ -10,6 +10,7 @@ worker), so a scan costs the hot queries a share of the cores, not their interpr
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -74,6 +75,7 @@ class ColdTier:
         """Nothing to let go of: the table is read in this process."""
 
 
+log = logging.getLogger(__name__)
 _tier: ColdTier | None = None  # the child process's own
 PARENT_CHECK_EVERY_S = 1.0
 
@@ -101,13 +103,16 @@ class ColdProcess:
     """`ColdTier`'s calls, each answered by one child process (started on the first, one call at a time).
 
     The caller's thread waits for the answer without the GIL. A child that dies (out of memory on a huge
-    scan, say) fails the calls in flight with a 503 and is started again for the next one.
+    scan, say) fails the calls in flight with a 503 and is started again for the next one; if the first
+    child dies before it ever answers, the calls are answered in this process from then on (logged).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._answered = False  # whether a child ever answered
+        self._fallback: ColdTier | None = None  # where calls go if no child could start
 
     def _pool_now(self, broken: ProcessPoolExecutor | None = None) -> ProcessPoolExecutor:
         with self._lock:
@@ -125,6 +130,8 @@ class ColdProcess:
             return self._pool
 
     def _run(self, method: str, *args: object) -> object:
+        if self._fallback is not None:
+            return getattr(self._fallback, method)(*args)
         pool = self._pool_now()
         try:
             future = pool.submit(_call, method, args)
@@ -132,10 +139,18 @@ class ColdProcess:
             pool = self._pool_now(broken=pool)
             future = pool.submit(_call, method, args)
         try:
-            return future.result()
+            answer = future.result()
         except BrokenProcessPool as exc:
             self._pool_now(broken=pool)
-            raise QueryError(f"the cold tier's process ended during the query ({exc}); try again", 503) from exc
+            if self._answered:
+                raise QueryError(f"the cold tier's process ended during the query ({exc}); try again", 503) from exc
+            # It never answered: it cannot start here (say, a main script that runs the server on import,
+            # with no `if __name__ == "__main__":`, which a spawned process imports again). Read in this one.
+            log.warning("the cold tier's process did not start (%s); cold queries are read in the worker", exc)
+            self._fallback = ColdTier(self.settings)
+            return getattr(self._fallback, method)(*args)
+        self._answered = True
+        return answer
 
     def snapshot(self) -> int | None:
         return self._run("snapshot")  # type: ignore[return-value]
