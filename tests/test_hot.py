@@ -7,7 +7,10 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -381,17 +384,24 @@ def test_cold_queries_are_answered_by_a_child_process_started_again_if_it_dies(h
     cold.close()
 
 
-def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings: Settings, tmp_path: Path) -> None:
-    import pickle
-    import subprocess
-    import sys
+def run_script(settings: Settings, tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    """Run `source` as a main script of its own, with the pickled `settings` path as its argument."""
+    (tmp_path / "settings.pickle").write_bytes(pickle.dumps(settings))
+    (tmp_path / "main.py").write_text(source)
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "main.py"), str(tmp_path / "settings.pickle")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
 
+
+def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings: Settings, tmp_path: Path) -> None:
     import psutil
 
     append_batch(hot_settings, "b1", 20, [0], seed=4)
-    (tmp_path / "settings.pickle").write_bytes(pickle.dumps(hot_settings))
-    worker = tmp_path / "worker.py"
-    worker.write_text(
+    worker = (
         "import os, pickle, sys\n"
         "from nextesy_assets.lib.hot.cold import ColdProcess\n"
         "if __name__ == '__main__':\n"
@@ -400,13 +410,7 @@ def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings:
         "    print(*cold._pool._processes, flush=True)\n"
         "    os._exit(0)  # as a worker stopped by a signal: no pool shutdown\n"
     )
-    ran = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path / "settings.pickle")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[1],
-    )
+    ran = run_script(hot_settings, tmp_path, worker)  # returns once nothing holds its output open
     assert ran.returncode == 0, ran.stderr
     child = int(ran.stdout.split()[-1])
     for _ in range(100):
@@ -424,26 +428,14 @@ def test_a_cold_child_process_ends_with_the_worker_that_started_it(hot_settings:
 def test_cold_queries_are_read_in_the_worker_when_no_child_process_can_start(
     hot_settings: Settings, tmp_path: Path
 ) -> None:
-    import pickle
-    import subprocess
-    import sys
-
     append_batch(hot_settings, "b1", 20, [0], seed=4)
-    (tmp_path / "settings.pickle").write_bytes(pickle.dumps(hot_settings))
-    script = tmp_path / "unguarded.py"  # no `if __name__ == "__main__":`: a spawned child runs it again, and dies
-    script.write_text(
+    unguarded = (  # no `if __name__ == "__main__":`: a spawned child runs it again, and dies
         "import pickle, sys\n"
         "from nextesy_assets.lib.hot.cold import ColdProcess\n"
         "cold = ColdProcess(pickle.loads(open(sys.argv[1], 'rb').read()))\n"
         "print(cold.snapshot(), cold.snapshot(), cold._fallback is not None)\n"
     )
-    ran = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "settings.pickle")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[1],
-    )
+    ran = run_script(hot_settings, tmp_path, unguarded)
     snapshot = iceberg.embeddings_table(hot_settings).current_snapshot().snapshot_id
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == [str(snapshot), str(snapshot), "True"]
