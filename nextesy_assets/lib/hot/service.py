@@ -120,7 +120,11 @@ class Metrics:
 
 
 class Service:
-    """The hot index, the table for the cold tier, and the metrics, shared by all requests."""
+    """The hot index, the table for the cold tier, and the metrics, shared by all requests.
+
+    `cold_process`: a cold query's reads of the table run in a child process (`cold.ColdProcess`); False
+    reads them in this one.
+    """
 
     def __init__(
         self, settings: Settings, metrics_dir: Path | None = None, lag: object | None = None, cold_process: bool = True
