@@ -449,8 +449,10 @@ def test_bounded_memory_on_a_large_file(tmp_path: Path) -> None:
     peak = int(done.stdout.split("RSS")[-1])
     assert f"{rows} records -> {rows} rows" in done.stdout
     # The interpreter and pyarrow take about 130 MB, the engine about one 128 MB row group of raw
-    # rows. Holding the encoded pages in memory as well took the peak to about 390 MB.
-    assert peak < 300_000_000, f"peak RSS {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB input"
+    # rows: 200-260 MB on a quiet machine, and once 312 MB while other jobs ran beside the tests (the
+    # peak counts mapped library pages and whole huge pages). Holding the encoded pages in memory as well
+    # took the peak to about 390 MB, reading the whole input to over 600 MB.
+    assert peak < 350_000_000, f"peak RSS {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB input"
     path.unlink()
 
 
