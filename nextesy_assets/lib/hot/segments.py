@@ -123,7 +123,7 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 
 
 class Column:
-    """A segment's string column (ids, sources) kept in Arrow's layout, one buffer and its offsets.
+    """A segment's ids kept in Arrow's layout, one buffer and its offsets.
 
     No Python object per row: building a million of them (and the object array holding them) holds the GIL
     for about 70 ms, which every request in flight in a serving worker would wait for while it loads a new
@@ -133,27 +133,26 @@ class Column:
     def __init__(self, values: pa.Array | pa.ChunkedArray) -> None:
         array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         self.array = array.cast(pa.string())
+        if self.array.null_count:
+            raise ValueError(f"{self.array.null_count} ids are null: the table's id is required")
         _, offsets, data = self.array.buffers()
         start = self.array.offset
         self._offsets = np.frombuffer(offsets, dtype=np.int32)[start : start + len(self.array) + 1]
         self._data = memoryview(data if data is not None else b"")
-        self._valid = self.array.is_valid().to_numpy(zero_copy_only=False) if self.array.null_count else None
 
     def __len__(self) -> int:
         return len(self.array)
 
-    def __getitem__(self, row: int) -> str | None:
-        if self._valid is not None and not self._valid[row]:
-            return None
+    def __getitem__(self, row: int) -> str:
         offsets = self._offsets
         return str(self._data[offsets[row] : offsets[row + 1]], "utf-8")
 
-    def __iter__(self) -> Iterator[str | None]:
+    def __iter__(self) -> Iterator[str]:
         return iter(self.array.to_pylist())
 
     def equal(self, value: str) -> np.ndarray:
         """Rows holding `value`, as a boolean mask (Arrow's kernel: no GIL held over the scan)."""
-        return pc.fill_null(pc.equal(self.array, value), False).to_numpy(zero_copy_only=False)
+        return pc.equal(self.array, value).to_numpy(zero_copy_only=False)
 
 
 @dataclass
@@ -165,13 +164,13 @@ class Segment:
     vectors: np.ndarray  # unit vectors, float32, every stored row
     ids: Column
     ts_us: np.ndarray  # int64 microseconds since the epoch, UTC
-    sources: Column  # a row's source, or None
+    sources: pa.Array  # string, a row's source or null; read through the codes below
     # Rows that may be answered (in the window, not replaced), read-only; None when all may.
     live: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Sources as small integer codes (-1: none): a source filter over a million rows is one integer compare.
-        encoded = pc.dictionary_encode(self.sources.array)
+        encoded = pc.dictionary_encode(self.sources)
         self.source_names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
         self.source_codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int32)
         self.row_days = (self.ts_us // US_PER_DAY).astype(np.int32)
@@ -287,7 +286,7 @@ def meta_table(segment: Segment) -> pa.Table:
         {
             "id": segment.ids.array,
             "ts_us": pa.array(segment.ts_us, pa.int64()),
-            "source": segment.sources.array,
+            "source": segment.sources,
         }
     )
 
@@ -311,7 +310,7 @@ def load_segment(root: Path, info: SegmentInfo, dims: int, window_start: int, se
         vectors=vectors,
         ids=Column(meta["id"]),
         ts_us=meta["ts_us"].to_numpy(),
-        sources=Column(meta["source"]),
+        sources=meta["source"].combine_chunks().cast(pa.string()),
     )
     return segment.with_info(info, window_start)
 
