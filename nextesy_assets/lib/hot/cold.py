@@ -114,11 +114,8 @@ class ColdProcess:
         self._answered = False  # whether a child ever answered
         self._fallback: ColdTier | None = None  # where calls go if no child could start
 
-    def _pool_now(self, broken: ProcessPoolExecutor | None = None) -> ProcessPoolExecutor:
+    def _pool_now(self) -> ProcessPoolExecutor:
         with self._lock:
-            if self._pool is broken and broken is not None:
-                broken.shutdown(wait=False)
-                self._pool = None
             if self._pool is None:
                 # spawn, not fork: a serving worker has threads, and a forked copy of their locks can hang.
                 self._pool = ProcessPoolExecutor(
@@ -129,6 +126,13 @@ class ColdProcess:
                 )
             return self._pool
 
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Let a pool whose child died go; the next call starts another."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False)
+
     def _run(self, method: str, *args: object) -> object:
         if self._fallback is not None:
             return getattr(self._fallback, method)(*args)
@@ -136,12 +140,13 @@ class ColdProcess:
         try:
             future = pool.submit(_call, method, args)
         except BrokenProcessPool:  # the child died before this query (a crash earlier): a new one answers it
-            pool = self._pool_now(broken=pool)
+            self._discard(pool)
+            pool = self._pool_now()
             future = pool.submit(_call, method, args)
         try:
             answer = future.result()
         except BrokenProcessPool as exc:
-            self._pool_now(broken=pool)
+            self._discard(pool)
             if self._answered:
                 raise QueryError(f"the cold tier's process ended during the query ({exc}); try again", 503) from exc
             # It never answered: it cannot start here (say, a main script that runs the server on import,
