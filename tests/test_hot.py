@@ -132,7 +132,12 @@ def test_parity_after_appends_and_after_window_eviction(hot_settings: Settings) 
     assert index_contents(hot_settings) == before
 
 
-def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(hot_settings: Settings) -> None:
+def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(
+    hot_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A delta that is not linked into the main graph after each batch (the default) but kept until it is big.
+    monkeypatch.setenv("NEXTESY_HOT_FOLD_DELTA_ROWS", "1000")
+    hot_settings = Settings.load()
     root = Path(hot_settings.hot_dir)
     states, before, versions = [], None, []
     for number in range(6):
@@ -183,6 +188,62 @@ def test_batches_go_to_a_delta_graph_that_is_merged_into_the_main_one(hot_settin
     index = HotIndex(root)
     assert sorted(s.info.model for s in index.segments) == sorted(MODELS * 2)
     assert checks.recall_at_k(index).recall >= 0.95
+
+
+def test_a_delta_holding_enough_rows_is_linked_into_the_main_graph_in_place(
+    hot_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextesy_assets.lib.errors import ConfigurationError
+
+    monkeypatch.setenv("NEXTESY_HOT_FOLD_DELTA_ROWS", "15")
+    settings = Settings.load()
+    assert settings.hot_fold_delta_rows == 15
+    root = Path(settings.hot_dir)
+    states, versions, tables = [], [], []
+    for number in range(5):
+        tables.append(append_batch(settings, f"f{number}", 600 if number == 0 else 20, [0, 1], seed=40 + number))
+        before = HotIndex(root) if number == 2 else None
+        published: list[segments.Manifest] = []
+        update(settings, now=NOW, published=published.append)
+        versions.append([[(s.rows, s.built_rows) for s in m.segments if s.model == MODELS[0]] for m in published])
+        mine = [s for s in segments.read_manifest(root).segments if s.model == MODELS[0]]  # type: ignore[union-attr]
+        states.append([(s.name, (root / segments.SEGMENTS / s.name / segments.VECTORS).stat().st_ino) for s in mine])
+        assert_parity(settings, NOW)
+        if before is not None:
+            # The main graph the fold extended reads as it was: its rows file is the one the new version appended to.
+            for old in before.segments:
+                again = segments.load_segment(root, old.info, DIMS, before.manifest.window_start)
+                assert np.array_equal(again.vectors, old.vectors) and list(again.ids) == list(old.ids)
+
+    # 10 rows a model a batch: into the delta; at 20 (>= 15) the delta is linked into the main graph in place
+    # (its rows file linked and appended to, its graph grown, built_rows kept), published after the batch;
+    # once 40 rows are linked in since the main graph was built (over a tenth of 300), all are built at once.
+    assert versions[1:] == [
+        [[(300, 300), (10, 10)]],
+        [[(300, 300), (20, 10)], [(320, 300)]],
+        [[(320, 300), (10, 10)]],
+        [[(320, 300), (20, 10)], [(340, 340)]],
+    ]
+    main_inode = states[0][0][1]
+    assert states[2][0][1] == main_inode and states[2][0][0] != states[0][0][0]
+    assert states[4][0][1] != main_inode
+    # The folded rows are found by the graph walk: each stored vector of batch f2 is its own nearest neighbour.
+    index = HotIndex(root)
+    assert [len(s.ids) for s in index.segments if s.info.model == MODELS[0]] == [340]
+    for row in tables[2].to_pylist():
+        hits = index.search(np.asarray(row["vector"], np.float32), 1, row["model"])
+        assert hits[0].id == row["id"] and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert checks.recall_at_k(index).recall >= 0.95
+
+    # Deleting the index and rebuilding it from the table gives the same contents.
+    before_rebuild = index_contents(settings)
+    shutil.rmtree(settings.hot_dir)
+    update(settings, now=NOW)
+    assert index_contents(settings) == before_rebuild
+    for bad in ("0", "some"):
+        monkeypatch.setenv("NEXTESY_HOT_FOLD_DELTA_ROWS", bad)
+        with pytest.raises(ConfigurationError, match="NEXTESY_HOT_FOLD_DELTA_ROWS"):
+            Settings.load()
 
 
 def test_one_update_writes_the_index_at_a_time(hot_settings: Settings) -> None:
@@ -304,13 +365,12 @@ def test_a_rewritten_day_is_read_again_and_its_old_rows_masked(hot_settings: Set
     result = update(hot_settings, now=NOW)
     assert (result.files_read, result.rows_added, result.rows_evicted) == (1, 40, 0)
     yesterday = (start.date() - segments.EPOCH).days
-    # Per model: the main graph with yesterday's old rows masked, and the re-read rows in the delta.
+    # Per model: the main graph with yesterday's old rows masked, and the re-read rows linked in after them
+    # (published first in a delta of their own).
     held = [
         (s.info.model, s.info.replaced, s.info.rows, s.live_rows) for s in HotIndex(Path(hot_settings.hot_dir)).segments
     ]
-    assert sorted(held) == sorted(
-        [(m, [[yesterday, 320]], 320, 300) for m in MODELS] + [(m, [], 20, 20) for m in MODELS]
-    )
+    assert sorted(held) == sorted([(m, [[yesterday, 320]], 340, 320) for m in MODELS])
     assert_parity(hot_settings, NOW)
     assert update(hot_settings, now=NOW).up_to_date
 

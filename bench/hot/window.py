@@ -2,20 +2,24 @@
 
 run.py measures one 1M graph built in one go. In service, a model's window is a main graph built at once
 and a delta graph that takes each new batch (`update.next_version`: grown in place, its rows file linked
-and appended to, and published; then built again at once when it has doubled), until the delta holds a tenth of the main
-graph's rows (`MERGE_DELTA_AT`) and the two are built at once as one. This measures the end of that
-cycle, where a query costs most: run.py's 1M graph (its cache, or built here) as a week of rows, and
---grow of its rows more in batches of --batch rows, searched through `HotIndex.search` (the service's
-own path, which walks the delta less broadly):
+and appended to, and published; then built again at once when it has doubled). Once the delta holds
+--fold-at rows (`NEXTESY_HOT_FOLD_DELTA_ROWS`) it is linked into the main graph in place (`update.fold`),
+until the rows linked in since the main graph was built reach a tenth of it (`MERGE_DELTA_AT`) and all are
+built at once as one. This measures the end of that cycle, where a query costs most: run.py's 1M graph (its
+cache, or built here) as a week of rows, and --grow of its rows more in batches of --batch rows, searched
+through `HotIndex.search` (the service's own path, which walks the delta less broadly):
 
-- the full window: 7 days, 1M rows in the main graph and the rest in the delta;
+- the full window: 7 days, 1M rows and those linked in in the main graph, the rest in the delta (with
+  --no-fold, every added row in the delta, as before folds were made);
 - the next day: the oldest day has left the window, its rows masked out of the main graph (recall judged
   against an exact search over the live rows only).
 
-    flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/window.py [--size 1000000] [--grow 0.095]
+    flock /tmp/nextesy-heavy.lock .venv/bin/python bench/hot/window.py [--size 1000000] [--grow 0.095] \
+        [--fold-at 10000 | --no-fold]
 
 The grown index is kept under --cache (with the seconds each batch took); `--rebuild` grows it again.
-Results go under "window_7_days" of the size's entry in bench/results/hot.json.
+Results go under "window_7_days_folded" (or "window_7_days" with --no-fold) of the size's entry in
+bench/results/hot.json.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from bench.hot.run import (  # noqa: E402
 from nextesy_assets.lib.hot import segments  # noqa: E402
 from nextesy_assets.lib.hot.search import HotIndex  # noqa: E402
 from nextesy_assets.lib.hot.update import MERGE_DELTA_AT, Carried, next_version, settle  # noqa: E402
+from nextesy_assets.lib.settings import DEFAULT_HOT_FOLD_DELTA_ROWS  # noqa: E402
 
 MODEL = "bench"
 DAYS = 7
@@ -67,8 +72,11 @@ def meta_of(first_row: int, rows: int, day: int):  # type: ignore[no-untyped-def
     )
 
 
-def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path) -> dict[str, object]:
-    """Publish the base graph as a week-long segment, then add `extra` batch by batch as update() does."""
+def grow_window(
+    home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cache: Path, fold_at: int
+) -> dict[str, object]:
+    """Publish the base graph as a week-long segment, then add `extra` batch by batch as update() does,
+    the delta linked into the main graph whenever it holds `fold_at` rows."""
     ours = OursHnsw()
     key = cache_key(OursHnsw, len(data))
     started = time.perf_counter()
@@ -90,9 +98,10 @@ def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
         t = time.perf_counter()
         meta = meta_of(len(data) + start, len(rows), today)
         carried = None if delta is None else Carried(delta, delta.days, delta.replaced)
-        # As update() does it: the batch into the delta, grown in place, published; then the rebuild if due.
+        # As update() does it: the batch into the delta, grown in place, published; then the fold or rebuild due.
         delta = next_version(root, f"delta-{n}", MODEL, carried, rows, meta, first_day, DIMS)
-        assert delta.rows <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
+        linked = main.rows - main.built_rows + delta.rows
+        assert linked <= MERGE_DELTA_AT * main.built_rows, "--grow goes past the merge: that update rebuilds"
         version += 1
         write_version(root, [main, delta], version, first_day)
         visible.append(round(time.perf_counter() - t, 2))
@@ -105,16 +114,23 @@ def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
             Carried(delta, delta.days, delta.replaced),
             first_day,
             DIMS,
+            fold_at,
         )
-        if [s.name for s in settled] != [main.name, delta.name]:
+        if len(settled) == 1:  # the delta linked into the main graph in place
+            (main,), delta = settled, None
+            how += ", then linked into the main graph"
+        elif [s.name for s in settled] != [main.name, delta.name]:
             main, delta = settled  # the delta built again at once: the assert above keeps it from a merge
+            how += ", then rebuilt"
+        if delta is None or how.endswith("rebuilt"):
             version += 1
-            write_version(root, [main, delta], version, first_day)
-            how = "grown, then rebuilt"
+            write_version(root, [main] if delta is None else [main, delta], version, first_day)
+        segments.sweep(root, {main.name} | ({delta.name} if delta else set()))  # as update() does: 1 GB a graph
         seconds.append(round(time.perf_counter() - t, 2))
         steps.append(how)
         print(
-            f"batch {n + 1}: {len(rows)} rows, delta {how} to {delta.rows} rows: searchable after {visible[-1]} s, "
+            f"batch {n + 1}: {len(rows)} rows, delta {how}, main {main.rows} and delta {delta.rows if delta else 0} "
+            f"rows: searchable after {visible[-1]} s, "
             f"done in {seconds[-1]} s",
             flush=True,
         )
@@ -125,6 +141,7 @@ def grow_window(home: Path, data: np.ndarray, extra: np.ndarray, batch: int, cac
         "visible_s_per_batch": visible,
         "seconds_per_batch": seconds,
         "delta_per_batch": steps,
+        "fold_delta_rows": fold_at,
         "load_1m": load1(),
     }
 
@@ -169,18 +186,26 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/nextesy-bench-hot-cache"))
     parser.add_argument("--rebuild", action="store_true", help="Grow the window again instead of reusing it.")
+    parser.add_argument(
+        "--fold-at",
+        type=int,
+        default=DEFAULT_HOT_FOLD_DELTA_ROWS,
+        help="Link the delta into the main graph once it holds this many rows (NEXTESY_HOT_FOLD_DELTA_ROWS).",
+    )
+    parser.add_argument("--no-fold", action="store_true", help="Keep every added row in the delta (no fold).")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     data = cached_array(args.cache, f"data-{args.size}", functools.partial(vectors, args.size, 1))
     extra = vectors(int(args.size * args.grow), seed=3)
     queries = vectors(args.queries, seed=2)
     # A NEXTESY_HOME of its own: `bench/hot/http_runs.py <home>` serves the grown window as it is.
-    home = args.cache / f"window-{args.size}-grown-{args.grow}"
+    fold_at = len(extra) + 1 if args.no_fold else args.fold_at
+    home = args.cache / (f"window-{args.size}-grown-{args.grow}" + ("" if args.no_fold else f"-fold-{fold_at}"))
     root, stamp = home / "hot", home / "grown.json"
     if args.rebuild or not stamp.exists() or segments.read_manifest(root) is None:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
-        stamp.write_text(json.dumps(grow_window(home, data, extra, args.batch, args.cache)))
+        stamp.write_text(json.dumps(grow_window(home, data, extra, args.batch, args.cache, fold_at)))
     grown = json.loads(stamp.read_text())
     manifest = segments.read_manifest(root)
     assert manifest is not None
@@ -218,7 +243,8 @@ def main() -> None:
     out["load_1m_after"] = load1()
 
     results = json.loads(RESULTS.read_text())
-    results["sizes"].setdefault(str(args.size), {})["window_7_days"] = out
+    key = "window_7_days" if args.no_fold else "window_7_days_folded"
+    results["sizes"].setdefault(str(args.size), {})[key] = out
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 

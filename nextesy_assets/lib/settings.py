@@ -18,6 +18,10 @@ DEFAULT_EGRESS_USD_PER_GB = 0.09
 DEFAULT_HOT_WINDOW_DAYS = 7
 # The graph walk's breadth (FAISS efSearch) for hot queries: recall@10 0.963 at 1M x 768 (bench/hot).
 DEFAULT_HOT_EF_SEARCH = 88
+# Rows in a model's delta graph at which an update links them into the main graph in place (update.py): 1,
+# after every batch, since even a small delta costs queries a second walk (5k rows beside 1.09M: 12-30% more
+# server CPU per HTTP request, bench/hot).
+DEFAULT_HOT_FOLD_DELTA_ROWS = 1
 
 # Every setting, its variable and what it means; the README's table is written from this.
 ENV_VARS: dict[str, str] = {
@@ -33,6 +37,7 @@ ENV_VARS: dict[str, str] = {
     "hot_window_days": "NEXTESY_HOT_WINDOW_DAYS",
     "hot_dir": "NEXTESY_HOT_DIR",
     "hot_ef_search": "NEXTESY_HOT_EF_SEARCH",
+    "hot_fold_delta_rows": "NEXTESY_HOT_FOLD_DELTA_ROWS",
 }
 
 # Types an input field may be promoted to, as `name:type` in NEXTESY_EXTRA_COLUMNS.
@@ -85,6 +90,9 @@ class Settings:
         hot_dir: Local directory of the hot index (`{home}/hot`); the query service reads it.
         hot_ef_search: Breadth of a hot query's graph walk (FAISS efSearch): more answers more exactly and
             costs more, about in proportion; the `hot_recall` check judges the index at this breadth.
+        hot_fold_delta_rows: Rows at which an update links a model's delta graph into its main graph in place,
+            after publishing the batch: a query walks both graphs, and each fold writes the main graph again
+            (about 1 GB at 1M x 768). 1 (the default) folds after every batch.
     """
 
     home: str
@@ -99,6 +107,7 @@ class Settings:
     hot_window_days: int = DEFAULT_HOT_WINDOW_DAYS
     hot_dir: str = ""
     hot_ef_search: int = DEFAULT_HOT_EF_SEARCH
+    hot_fold_delta_rows: int = DEFAULT_HOT_FOLD_DELTA_ROWS
 
     @classmethod
     def load(
@@ -137,6 +146,7 @@ class Settings:
             ("row_group_bytes", DEFAULT_ROW_GROUP_BYTES),
             ("hot_window_days", DEFAULT_HOT_WINDOW_DAYS),
             ("hot_ef_search", DEFAULT_HOT_EF_SEARCH),
+            ("hot_fold_delta_rows", DEFAULT_HOT_FOLD_DELTA_ROWS),
         ):
             raw = pick(name)
             try:

@@ -2,12 +2,15 @@
 
 The unit of change is the set of live data files in the window (as in the replica protocol). A model's
 rows are in a main graph and a delta: rows of files the index has not seen go into the delta, which is
-merged into the main graph once it holds a tenth of it; rows of days that left the window are masked
-out; a day whose indexed files are no longer live (compaction, rewrite) is re-read into the delta and its
-old rows masked. A segment whose dead rows outnumber its live ones is built again from its live rows.
+linked into the main graph in place once it holds `hot_fold_delta_rows` rows, and all of it built again at
+once when the rows linked in since the main graph was built reach a tenth of it; rows of days that left
+the window are masked out; a day whose indexed files are no longer live (compaction, rewrite) is re-read
+into the delta and its old rows masked. A segment whose dead rows outnumber its live ones is built again
+from its live rows.
 
-The new rows are published first, in the delta grown in place; the rebuilds and merges that are due follow
-as the next version, so a batch is searchable within seconds even when it sets off minutes of rebuilding.
+The new rows are published first, in the delta grown in place; the folds, rebuilds and merges that are due
+follow as the next version, so a batch is searchable within seconds even when it sets off minutes of
+rebuilding.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import iceberg, storage
-from ..settings import Settings
+from ..settings import DEFAULT_HOT_FOLD_DELTA_ROWS, Settings
 from .engine import normalise
 from .segments import (
     EPOCH,
@@ -49,12 +52,18 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
 # A model's rows are in a main graph, built at once, and a delta graph that takes new batches (a batch into a
-# 1M graph costs about 1.4 ms a row to link in, into a small one a fraction of that). A query walks both,
-# the delta less broadly (search.py). Once the delta holds more than this share of the main graph's rows,
-# the two are built again at once as one main graph: a graph grown in place answers worse than one built
-# in one go (200k x 768 given a seventh more in 10 batches: recall@10 0.969 against 0.994 at efSearch 88;
-# grown from a seventh in 7 steps: 0.72). At 0.1, a 1M window fed 143k rows a day is rebuilt about every
-# 17 hours, each time about 6 minutes of both cores (350 s for 1.1M x 768 measured).
+# 1M graph costs about 1.4 ms a row to link in, into a small one a fraction of that), so a batch is
+# searchable within seconds. A query walks both, the delta less broadly (search.py), and the second walk,
+# re-rank and results cost: at 1M x 768, a 95k delta about a third more of the server's CPU per request, a
+# 5k one 12-30% more (bench/hot/window.py and http_runs.py). So once the delta holds `hot_fold_delta_rows`
+# rows (default 1: after every batch), the update links them into the main graph in place after publishing
+# the batch (`fold`: 10k rows into 1.08M in 12-14 s, the graph written again included), and queries walk
+# one graph again. Once the rows linked into the main graph since it was built, with the delta's, exceed
+# this share of the rows it was built with, all are built again at once: a graph grown in place answers
+# worse than one built in one go (200k x 768 given a seventh more in 10 batches: recall@10 0.969 against
+# 0.994 at efSearch 88; grown from a seventh in 7 steps: 0.72; 1M grown by 9% in 10k steps beside a 5k
+# delta: 0.962, against 0.967 with all 95k in the delta). At 0.1, a 1M window fed 143k rows a day is rebuilt
+# about every 17 hours, each time about 6 minutes of both cores (350 s for 1.1M x 768 measured).
 MERGE_DELTA_AT = 0.1
 # The delta itself is built again at once (cheap while small) when it has grown in place by more than this
 # share of the rows it was built with: it then stays within a step of two of a graph built in one go.
@@ -216,15 +225,47 @@ def merge(
     return build_segment(root, name, model, np.concatenate(chunks), pa.concat_tables(metas), days)
 
 
+def fold(root: Path, name: str, model: str, main: Carried, delta: Carried, first_day: int, dims: int) -> SegmentInfo:
+    """A new version of the main graph with the delta's live rows linked in place (its rows file appended to)."""
+    base = load_segment(root, main.unchanged, dims, first_day, serve=False)
+    part = load_segment(root, delta.unchanged, dims, first_day, serve=False)
+    keep = part.live_positions()
+    days = dict(main.days)
+    for day, count in delta.days.items():
+        days[day] = days.get(day, 0) + count
+    return build_segment(
+        root,
+        name,
+        model,
+        np.ascontiguousarray(part.vectors[keep]),
+        meta_table(part).take(keep),
+        days,
+        base,
+        main.replaced,
+    )
+
+
 def settle(
-    root: Path, model: str, snapshot_id: int, main: Carried, delta: Carried | None, first_day: int, dims: int
+    root: Path,
+    model: str,
+    snapshot_id: int,
+    main: Carried,
+    delta: Carried | None,
+    first_day: int,
+    dims: int,
+    fold_at: int = DEFAULT_HOT_FOLD_DELTA_ROWS,
 ) -> list[SegmentInfo]:
-    """The model's segments after an update: the delta merged into the main graph once it is big enough, and
-    a segment that is mostly dead built again from its live rows; otherwise both as they are."""
+    """The model's segments after an update: built again at once as one main graph once the rows linked in
+    since the main graph was built (the delta's too) exceed MERGE_DELTA_AT of it, or most of it is dead; else
+    the delta linked into the main graph once it holds `fold_at` rows; a delta that is mostly dead or has
+    doubled in place built again; otherwise both as they are."""
     delta_rows = sum(delta.days.values()) if delta is not None else 0
-    if rebuild_due(main.info, main.days) or delta_rows > MERGE_DELTA_AT * main.info.built_rows:
+    linked = main.info.rows - main.info.built_rows + delta_rows
+    if rebuild_due(main.info, main.days) or linked > MERGE_DELTA_AT * main.info.built_rows:
         parts = [main] if delta is None else [main, delta]
         return [merge(root, _segment_name(model, snapshot_id), model, parts, first_day, dims)]
+    if delta is not None and delta_rows >= fold_at:
+        return [fold(root, _segment_name(model, snapshot_id), model, main, delta, first_day, dims)]
     out = [main.unchanged]
     if delta is not None:
         if rebuild_due(delta.info, delta.days):
@@ -296,8 +337,8 @@ def _update(
     for info in old.segments:
         previous[info.model].append(info)
     # Two steps: every model's new rows go into its delta, grown in place, and that version is published, so
-    # a batch is answered within seconds; then the rebuilds and merges that are due (seconds to minutes of
-    # both cores) make the next version. Queries are served from the published versions throughout.
+    # a batch is answered within seconds; then the folds, rebuilds and merges that are due (seconds to
+    # minutes of both cores) make the next version. Queries are served from the published versions throughout.
     settling: list[tuple[str, Carried, Carried | None]] = []
     evicted = 0
     for model in sorted(set(previous) | set(new_rows)):
@@ -341,7 +382,9 @@ def _update(
     settled = [
         info
         for model, main, delta in settling
-        for info in settle(root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims)
+        for info in settle(
+            root, model, snapshot.snapshot_id, main, delta, first_day, settings.dims, settings.hot_fold_delta_rows
+        )
     ]
     if [s.name for s in settled] != kept:
         manifest = replace(manifest, version=manifest.version + 1, segments=settled)
