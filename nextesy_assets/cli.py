@@ -268,7 +268,29 @@ def serve(home: str | None, host: str, port: int, workers: int | None) -> None:
     """
     from .lib.hot.service import serve as run_service
 
-    run_service(_settings(home), host, port, workers or os.cpu_count() or 1)
+    settings = _settings(home)
+    tunables = huge_page_malloc(os.environ)
+    if tunables is not None:  # once: the new process finds the setting in its environment
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "GLIBC_TUNABLES": tunables})
+    run_service(settings, host, port, workers or os.cpu_count() or 1)
+
+
+# glibc's malloc then asks for transparent huge pages on the memory it maps (glibc 2.35+, Linux's THP in its
+# `madvise` or `always` mode), so an index graph FAISS reads is backed by 2 MiB pages as its pages are first
+# written. Collapsing it into them afterwards (engine.prefer_huge_pages) cost 2.4-3.2 s of CPU for a 1M x
+# 768 graph on top of its 0.9-1 s read; read this way, 0.35-0.37 s in all, and the walk as fast (1.11 ms
+# against 1.29 ms on 4 KiB pages). A serving worker loads each new version of the main graph while it
+# answers queries, so that is CPU the queries get back.
+HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"
+
+
+def huge_page_malloc(env: Mapping[str, str]) -> str | None:
+    """GLIBC_TUNABLES with HUGE_PAGE_MALLOC added, or None when there is nothing to add: not Linux, or the
+    variable already sets glibc.malloc.hugetlb (the user's choice, or this process after its re-exec)."""
+    current = env.get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb=" in current:
+        return None
+    return ":".join(filter(None, [current, HUGE_PAGE_MALLOC]))
 
 
 @main.command()

@@ -147,6 +147,10 @@ def test_sync_then_serve_answers_similarity_queries_over_http(home: Path, settin
                 f"{base}/search", data=json.dumps(vector).encode(), headers={"content-type": "application/json"}
             )
             assert json.load(urllib.request.urlopen(request, timeout=10))["results"][0]["id"] == stored["id"]
+        if sys.platform.startswith("linux"):
+            # The server put itself on huge-page malloc by starting again (same process) with glibc's tunable.
+            environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+            assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in environ
         hot_ok = 'nextesy_search_requests_total{status="200",tier="hot"} '
         for _ in range(3):  # whichever worker answers /metrics counts the requests of all of them
             metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
@@ -156,3 +160,19 @@ def test_sync_then_serve_answers_similarity_queries_over_http(home: Path, settin
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_serve_adds_huge_page_malloc_to_glibc_tunables_unless_they_choose_it() -> None:
+    from nextesy_assets.cli import HUGE_PAGE_MALLOC, huge_page_malloc
+
+    if not sys.platform.startswith("linux"):
+        assert huge_page_malloc({}) is None
+        return
+    assert huge_page_malloc({}) == HUGE_PAGE_MALLOC
+    assert (
+        huge_page_malloc({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+        == f"glibc.malloc.arena_max=2:{HUGE_PAGE_MALLOC}"
+    )
+    # A user's own choice, and the server's environment after its one re-exec, are left as they are.
+    assert huge_page_malloc({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+    assert huge_page_malloc({"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{HUGE_PAGE_MALLOC}"}) is None
