@@ -116,15 +116,15 @@ def grow_window(
             DIMS,
             fold_at,
         )
-        if len(settled) == 1:  # the delta linked into the main graph in place
-            (main,), delta = settled, None
-            how += ", then linked into the main graph"
-        elif [s.name for s in settled] != [main.name, delta.name]:
-            main, delta = settled  # the delta built again at once: the assert above keeps it from a merge
-            how += ", then rebuilt"
-        if delta is None or how.endswith("rebuilt"):
+        if [s.name for s in settled] != [main.name, delta.name]:
+            if len(settled) == 1:  # the delta linked into the main graph in place
+                (main,), delta = settled, None
+                how += ", then linked into the main graph"
+            else:  # the delta built again at once: the assert above keeps it from a merge
+                main, delta = settled
+                how += ", then rebuilt"
             version += 1
-            write_version(root, [main] if delta is None else [main, delta], version, first_day)
+            write_version(root, settled, version, first_day)
         segments.sweep(root, {main.name} | ({delta.name} if delta else set()))  # as update() does: 1 GB a graph
         seconds.append(round(time.perf_counter() - t, 2))
         steps.append(how)

@@ -205,6 +205,21 @@ def _count_days(days: dict[int, int], meta: pa.Table) -> dict[int, int]:
     return days
 
 
+def _live_rows(
+    root: Path, parts: list[Carried], first_day: int, dims: int
+) -> tuple[np.ndarray, pa.Table, dict[int, int]]:
+    """The live rows of `parts` in order: their vectors, their meta table, and their live rows per day."""
+    chunks, metas, days = [], [], {}
+    for part in parts:
+        segment = load_segment(root, part.unchanged, dims, first_day, serve=False)
+        keep = segment.live_positions()
+        chunks.append(segment.vectors[keep])
+        metas.append(meta_table(segment).take(keep))
+        for day, count in part.days.items():
+            days[day] = days.get(day, 0) + count
+    return np.concatenate(chunks), pa.concat_tables(metas), days
+
+
 def merge(
     root: Path,
     name: str,
@@ -214,35 +229,17 @@ def merge(
     dims: int,
 ) -> SegmentInfo:
     """One segment built at once from the live rows of `parts`."""
-    chunks, metas, days = [], [], {}
-    for part in parts:
-        segment = load_segment(root, part.unchanged, dims, first_day, serve=False)
-        keep = segment.live_positions()
-        chunks.append(segment.vectors[keep])
-        metas.append(meta_table(segment).take(keep))
-        for day, count in part.days.items():
-            days[day] = days.get(day, 0) + count
-    return build_segment(root, name, model, np.concatenate(chunks), pa.concat_tables(metas), days)
+    vectors, meta, days = _live_rows(root, parts, first_day, dims)
+    return build_segment(root, name, model, vectors, meta, days)
 
 
 def fold(root: Path, name: str, model: str, main: Carried, delta: Carried, first_day: int, dims: int) -> SegmentInfo:
     """A new version of the main graph with the delta's live rows linked in place (its rows file appended to)."""
     base = load_segment(root, main.unchanged, dims, first_day, serve=False)
-    part = load_segment(root, delta.unchanged, dims, first_day, serve=False)
-    keep = part.live_positions()
-    days = dict(main.days)
-    for day, count in delta.days.items():
+    vectors, meta, days = _live_rows(root, [delta], first_day, dims)
+    for day, count in main.days.items():
         days[day] = days.get(day, 0) + count
-    return build_segment(
-        root,
-        name,
-        model,
-        np.ascontiguousarray(part.vectors[keep]),
-        meta_table(part).take(keep),
-        days,
-        base,
-        main.replaced,
-    )
+    return build_segment(root, name, model, vectors, meta, days, base, main.replaced)
 
 
 def settle(
