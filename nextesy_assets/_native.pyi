@@ -12,6 +12,23 @@ class ArrowBatch:
 
     def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
 
+class Sq8Graph:
+    """A FAISS IndexHNSWSQ (8-bit codes, inner product) walked natively, its arrays read in place."""
+
+    def __init__(
+        self,
+        owner: object,
+        neighbors: tuple[int, int],
+        offsets: tuple[int, int],
+        levels: tuple[int, int],
+        codes: tuple[int, int],
+        cum_neighbors: list[int],
+        vdiff: list[float],
+        entry_point: int,
+        max_level: int,
+    ) -> None: ...
+    def search(self, query: np.ndarray, ef: int, take: int, allowed: np.ndarray | None = None) -> np.ndarray: ...
+
 def convert(
     input: str,
     format: str,
@@ -30,5 +47,6 @@ def convert(
 ) -> tuple[dict[str, Any], ArrowBatch]: ...
 def count_records(input: str, format: str, sidecar: str | None = None) -> tuple[int, str | None]: ...
 def object_vector(body: bytes) -> tuple[np.ndarray, int, int] | None: ...
+def rerank(vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 def vector_stats(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 def version() -> str: ...

@@ -15,7 +15,16 @@ import pyarrow as pa
 from . import _native
 from .lib.errors import InvalidLandingFileError
 
-__all__ = ["ConvertResult", "convert_file", "count_records", "native_version", "object_vector", "vector_stats"]
+__all__ = [
+    "ConvertResult",
+    "convert_file",
+    "count_records",
+    "native_version",
+    "object_vector",
+    "rerank",
+    "sq8_graph",
+    "vector_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -114,3 +123,46 @@ def object_vector(body: bytes) -> tuple[np.ndarray, int, int] | None:
 def native_version() -> str:
     """Version of the compiled extension that was loaded."""
     return _native.version()
+
+
+def rerank(rows: np.ndarray, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) of the best k of `candidates` (labels into `rows`; -1 pads) scored exactly on the
+    float32 `rows`, best first, ties to the lower label; -inf and -1 pad a short answer."""
+    return _native.rerank(rows, query, np.ascontiguousarray(candidates, dtype=np.int64), k)
+
+
+def sq8_graph(index: object) -> _native.Sq8Graph | None:
+    """The native walk over a FAISS `IndexHNSWSQ` of 8-bit codes (inner product), reading its arrays in
+    place; None for any other index, which FAISS then searches itself.
+
+    The walk holds the index's addresses: it is valid until the index changes (the caller makes a new one
+    after adding to the graph).
+    """
+    import faiss
+
+    hnsw = getattr(index, "hnsw", None)
+    storage = faiss.downcast_index(index.storage) if hnsw is not None else None  # type: ignore[attr-defined]
+    if (
+        not isinstance(storage, faiss.IndexScalarQuantizer)
+        or storage.sq.qtype != faiss.ScalarQuantizer.QT_8bit
+        or storage.metric_type != faiss.METRIC_INNER_PRODUCT
+    ):
+        return None
+    dims = storage.d
+    trained = faiss.vector_to_array(storage.sq.trained)  # vmin per dimension, then vdiff
+
+    def region(vector: object) -> tuple[int, int]:
+        size = vector.size()  # type: ignore[attr-defined]
+        return (int(vector.data()) if size else 0, size)  # type: ignore[attr-defined]
+
+    return _native.Sq8Graph(
+        index,
+        region(hnsw.neighbors),
+        region(hnsw.offsets),
+        region(hnsw.levels),
+        region(storage.codes),
+        faiss.vector_to_array(hnsw.cum_nneighbor_per_level).tolist(),
+        trained[dims : 2 * dims].tolist(),
+        int(hnsw.entry_point),
+        int(hnsw.max_level),
+    )

@@ -27,7 +27,7 @@ from nextesy_assets import native
 from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
 from nextesy_assets.lib.hot import checks, search, segments, service
-from nextesy_assets.lib.hot.engine import ExactIndex, FaissHnsw, exact_search, normalise
+from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, ExactIndex, FaissHnsw, exact_search, normalise
 from nextesy_assets.lib.hot.search import HotIndex, cold_search
 from nextesy_assets.lib.hot.service import QueryError, create_app, keep_staleness, parse
 from nextesy_assets.lib.hot.update import update
@@ -270,9 +270,23 @@ def test_one_update_writes_the_index_at_a_time(hot_settings: Settings) -> None:
     assert_parity(hot_settings, NOW)
 
 
+def spy_on_walks(graph: FaissHnsw) -> list[int]:
+    """The breadths (efSearch) of the graph's native walks from now on, one per walk."""
+    walker = graph._native_walker()
+    assert walker is not None
+    breadths: list[int] = []
+
+    class Spy:
+        def search(self, query: np.ndarray, ef: int, take: int, allowed: np.ndarray | None = None) -> np.ndarray:
+            breadths.append(ef)
+            return walker.search(query, ef, take, allowed)  # type: ignore[attr-defined]
+
+    graph._walker = Spy()
+    return breadths
+
+
 def test_the_walk_breadth_is_a_setting(hot_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from nextesy_assets.lib.errors import ConfigurationError
-    from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH
 
     table = append_batch(hot_settings, "b1", 400, [0], seed=31)
     update(hot_settings, now=NOW)
@@ -283,9 +297,21 @@ def test_the_walk_breadth_is_a_setting(hot_settings: Settings, monkeypatch: pyte
     graphs = {s.info.model: s.index for s in index.segments}
     assert all(isinstance(g, FaissHnsw) and g.ef_search == 40 for g in graphs.values())
     row = table.to_pylist()[0]
+    breadths = spy_on_walks(graphs[row["model"]])  # type: ignore[arg-type]
     assert len(index.search(np.asarray(row["vector"], np.float32), 10, row["model"])) == 10
-    walked = graphs[row["model"]]._unfiltered  # type: ignore[attr-defined]  # one entry per breadth walked
-    assert 40 in walked and HNSW_EF_SEARCH not in walked
+    assert breadths == [40] and HNSW_EF_SEARCH != 40
+    # So is who walks the graph: FAISS's own search instead of the native walk, for the same answers.
+    monkeypatch.setenv("NEXTESY_HOT_WALK", "faiss")
+    by_faiss = create_app(Settings.load(), refresh_every_s=None).state.service.index
+    assert all(not s.index.native_walk for s in by_faiss.segments)  # type: ignore[union-attr]
+    vector = np.asarray(row["vector"], np.float32)
+    assert [h.id for h in by_faiss.search(vector, 10, row["model"])] == [
+        h.id for h in index.search(vector, 10, row["model"])
+    ]
+    monkeypatch.setenv("NEXTESY_HOT_WALK", "hnswlib")
+    with pytest.raises(ConfigurationError, match="NEXTESY_HOT_WALK must be one of native, faiss, got 'hnswlib'"):
+        Settings.load()
+    monkeypatch.delenv("NEXTESY_HOT_WALK")
     for bad in ("0", "wide"):
         monkeypatch.setenv("NEXTESY_HOT_EF_SEARCH", bad)
         with pytest.raises(ConfigurationError, match="NEXTESY_HOT_EF_SEARCH"):
@@ -313,6 +339,11 @@ def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_s
     assert checks.recall_at_k(index).recall >= 0.95  # judged on the live rows only
     segment = index.segments[0]
     assert segment.index._standing[0] is segment.live  # type: ignore[attr-defined]  # one bitmap for all queries
+    # The native walk's breadth counts only the rows it may answer: it is not widened over the dead ones.
+    breadths = spy_on_walks(segment.index)  # type: ignore[arg-type]
+    row = next(r for r in table.to_pylist() if r["model"] == segment.info.model)
+    assert len(index.search(np.asarray(row["vector"], np.float32), 10, row["model"])) == 10
+    assert breadths == [HNSW_EF_SEARCH]
 
     # Another day and most rows are dead: each segment is rebuilt from its live rows alone.
     latest = NOW + timedelta(days=2)
@@ -696,15 +727,17 @@ def test_the_service_reads_the_manifest_again_only_once_an_update_replaced_it(
     assert not index.refresh() and len(reads) == 2
 
 
-@pytest.mark.parametrize("engine", ["faiss-hnsw", "exact", "milvus-lite"])
+@pytest.mark.parametrize("engine", ["faiss-hnsw", "faiss-hnsw-faiss-walk", "exact", "milvus-lite"])
 def test_every_engine_meets_the_index_interface(engine: str, tmp_path: Path) -> None:
     dims, rng = 32, np.random.default_rng(11)
     data = structured_vectors(rng, 3000, dims)
     queries = normalise(structured_vectors(np.random.default_rng(12), 20, dims))
 
     def make():  # type: ignore[no-untyped-def]
-        if engine == "faiss-hnsw":
-            return FaissHnsw(dims)
+        if engine.startswith("faiss-hnsw"):
+            graph = FaissHnsw(dims)
+            graph.native_walk = engine == "faiss-hnsw"  # else FAISS's own search walks the graph
+            return graph
         if engine == "exact":
             return ExactIndex(dims)
         from nextesy_assets.lib.hot.milvus import MilvusIndex
@@ -712,8 +745,10 @@ def test_every_engine_meets_the_index_interface(engine: str, tmp_path: Path) -> 
         return MilvusIndex(str(tmp_path / "milvus.db"), "segment_0", dims)
 
     def reopen(index):  # type: ignore[no-untyped-def]
-        if engine == "faiss-hnsw":
-            return FaissHnsw.load(tmp_path / "idx", dims)
+        if engine.startswith("faiss-hnsw"):
+            graph = FaissHnsw.load(tmp_path / "idx", dims)
+            graph.native_walk = engine == "faiss-hnsw"
+            return graph
         if engine == "exact":
             return ExactIndex.load(tmp_path / "idx", dims)
         index.close()
@@ -804,20 +839,51 @@ def test_balancer_evens_out_connections_and_then_closes_none() -> None:
         assert not workers[worker].shed(client)
 
 
+def test_the_native_walk_answers_as_faiss_walks_the_same_graph_and_follows_it_as_it_grows() -> None:
+    """The native walk of FAISS's graph (rust_ext/src/hnsw.rs) finds what FAISS's own search finds, with
+    and without a mask; rows added after a walk are walked next time (the arrays it read were replaced)."""
+    dims = 48
+    data = normalise(structured_vectors(np.random.default_rng(21), 6000, dims))
+    queries = normalise(structured_vectors(np.random.default_rng(22), 50, dims))
+    index = FaissHnsw(dims)
+    index.add(data[:4000])
+    assert index._native_walker() is not None
+    index.add(data[4000:])
+    live = np.ones(len(data), dtype=bool)
+    live[::4] = False
+    live.flags.writeable = False
+    for allowed in (None, live):
+        _, truth = exact_search(data, queries, 10, allowed)
+        answers = {}
+        for walk_natively in (True, False):
+            index.native_walk = walk_natively
+            answers[walk_natively] = index.search(queries, 10, allowed)[1]
+            found = answers[walk_natively]
+            recall = np.mean([len(set(t) & set(g)) / 10 for t, g in zip(truth, found, strict=True)])
+            assert recall >= 0.97, (walk_natively, allowed is None, recall)
+        if allowed is not None:
+            assert live[answers[True].ravel()].all()
+        same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(answers[True], answers[False], strict=True)])
+        assert same >= 0.95
+    # The rows added after the first walk are found: their own vectors come back first.
+    index.native_walk = True
+    assert index.search(data[4000:4010], 1)[1].ravel().tolist() == list(range(4000, 4010))
+
+
 def test_search_effort_narrows_the_graph_walk_down_to_the_rerank_depth() -> None:
     """Search effort scales the graph walk (efSearch x effort: wider over a segment with dead rows), never
     below the re-rank depth, and a narrow walk still answers from the graph."""
-    from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, RERANK
+    from nextesy_assets.lib.hot.engine import RERANK
 
     dims, rng = 32, np.random.default_rng(4)
     index = FaissHnsw(dims)
     index.add(normalise(structured_vectors(rng, 3000, dims)))
     query = normalise(structured_vectors(np.random.default_rng(5), 1, dims))
+    breadths = spy_on_walks(index)
     full = index.search(query, 10)[1][0]
     narrow = index.search(query, 10, effort=2 / 7)[1][0]
     floor = index.search(query, 10, effort=0.01)[1][0]
-    # One search-parameters object per breadth used, keyed by its efSearch.
-    assert sorted(index._unfiltered) == sorted({RERANK, math.ceil(HNSW_EF_SEARCH * 2 / 7), HNSW_EF_SEARCH})
+    assert breadths == [HNSW_EF_SEARCH, math.ceil(HNSW_EF_SEARCH * 2 / 7), RERANK]
     exact = exact_search(index.vectors, query, 10)[1][0]
     for got in (full, narrow, floor):
         assert len(set(got) & set(exact)) >= 8

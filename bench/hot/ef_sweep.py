@@ -19,8 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import RESULTS, K, load1, percentiles, recall, vectors  # noqa: E402
-from nextesy_assets.lib.hot import segments  # noqa: E402
+from bench.hot.run import RESULTS, K, load1, percentiles, published_segment, recall, vectors  # noqa: E402
 from nextesy_assets.lib.hot.engine import RERANK  # noqa: E402
 
 
@@ -32,9 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     import faiss
 
-    manifest = segments.read_manifest(args.hot)
-    assert manifest is not None and len(manifest.segments) == 1, "one published segment expected"
-    segment = segments.load_segment(args.hot, manifest.segments[0], manifest.dims, manifest.window_start)
+    segment = published_segment(args.hot)
     data, index = segment.vectors, segment.index
     queries = vectors(args.queries, seed=2)  # the same queries run.py used
     flat = faiss.IndexFlatIP(data.shape[1])

@@ -402,6 +402,15 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | No
     return info
 
 
+def published_segment(hot: Path):  # type: ignore[no-untyped-def]
+    """The one segment of an index `publish` wrote under `hot` (its hot directory), loaded as the service loads it."""
+    from nextesy_assets.lib.hot import segments
+
+    manifest = segments.read_manifest(hot)
+    assert manifest is not None and len(manifest.segments) == 1, "one published segment expected"
+    return segments.load_segment(hot, manifest.segments[0], manifest.dims, manifest.window_start)
+
+
 def search_body(vector: list[float]) -> str:
     """The POST /search body of one bench query, as every HTTP client here and request_cost.py send it."""
     return json.dumps({"vector": vector, "k": K, "model": "bench"})

@@ -50,7 +50,7 @@ def hot_index(context: dg.AssetExecutionContext, nextesy: NextesyResource) -> dg
         table = iceberg.embeddings_table(settings)
         result = update(settings, table=table)
         thresholds = nextesy.thresholds()
-    index = HotIndex(Path(settings.hot_dir), ef_search=settings.hot_ef_search)  # judged as it is served
+    index = HotIndex(Path(settings.hot_dir), settings.hot_ef_search, settings.hot_walk)  # judged as it is served
     parity = hot_checks.parity(table, index)
     recall = hot_checks.recall_at_k(index)
     lag = hot_checks.staleness(table, index.manifest)

@@ -22,6 +22,8 @@ DEFAULT_HOT_EF_SEARCH = 88
 # after every batch, since even a small delta costs queries a second walk (5k rows beside 1.09M: 12-30% more
 # server CPU per HTTP request, bench/hot).
 DEFAULT_HOT_FOLD_DELTA_ROWS = 1
+# Who walks a hot query's graph: the native walk (rust_ext/src/hnsw.rs), or FAISS's own search of it.
+HOT_WALKS = ("native", "faiss")
 
 # Every setting, its variable and what it means; the README's table is written from this.
 ENV_VARS: dict[str, str] = {
@@ -38,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     "hot_dir": "NEXTESY_HOT_DIR",
     "hot_ef_search": "NEXTESY_HOT_EF_SEARCH",
     "hot_fold_delta_rows": "NEXTESY_HOT_FOLD_DELTA_ROWS",
+    "hot_walk": "NEXTESY_HOT_WALK",
 }
 
 # Types an input field may be promoted to, as `name:type` in NEXTESY_EXTRA_COLUMNS.
@@ -93,6 +96,8 @@ class Settings:
         hot_fold_delta_rows: Rows at which an update links a model's delta graph into its main graph in place,
             after publishing the batch: a query walks both graphs, and each fold writes the main graph again
             (about 1 GB at 1M x 768). 1 (the default) folds after every batch.
+        hot_walk: What walks a hot query's graph: `native` (the default: the native engine reads FAISS's graph
+            and codes in place) or `faiss` (FAISS's own search), the same graph and answers either way.
     """
 
     home: str
@@ -108,6 +113,7 @@ class Settings:
     hot_dir: str = ""
     hot_ef_search: int = DEFAULT_HOT_EF_SEARCH
     hot_fold_delta_rows: int = DEFAULT_HOT_FOLD_DELTA_ROWS
+    hot_walk: str = HOT_WALKS[0]
 
     @classmethod
     def load(
@@ -138,6 +144,10 @@ class Settings:
             # The index is files an ANN library memory-maps or reads: it lives on the serving node's disk.
             "hot_dir": _local_or_uri(str(pick("hot_dir") or f"{home}/hot")),
         }
+        walk = str(pick("hot_walk") or HOT_WALKS[0])
+        if walk not in HOT_WALKS:
+            raise ConfigurationError(f"NEXTESY_HOT_WALK must be one of {', '.join(HOT_WALKS)}, got {walk!r}")
+        values["hot_walk"] = walk
         if "://" in str(values["hot_dir"]):
             raise ConfigurationError(f"NEXTESY_HOT_DIR must be a local directory, got {values['hot_dir']!r}")
         for name, default in (

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod formats;
+pub mod hnsw;
 pub mod json;
 pub mod record;
 pub mod vector_column;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow::ffi::{FFI_ArrowArray, FFI_ArrowSchema};
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
@@ -267,6 +268,193 @@ fn object_vector<'py>(
     Some((floats.into_pyarray(py), start, end))
 }
 
+/// A FAISS `IndexHNSWSQ` (8-bit codes) as [`hnsw::Graph`] walks it: the addresses of the arrays FAISS
+/// holds, read in place. `owner` (the FAISS index) is kept alive with it; the index must not change
+/// while this exists (the Python side drops it before adding to the graph).
+#[pyclass(frozen)]
+struct Sq8Graph {
+    neighbors: (usize, usize),
+    offsets: (usize, usize),
+    levels: (usize, usize),
+    codes: (usize, usize),
+    cum_neighbors: Vec<i32>,
+    vdiff: Vec<f32>,
+    entry_point: i32,
+    max_level: i32,
+    dims: usize,
+    _owner: Py<PyAny>,
+}
+
+/// `(address, length)` of a FAISS std::vector as its SWIG wrapper gives them.
+type Region = (usize, usize);
+
+#[pymethods]
+impl Sq8Graph {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        owner: Py<PyAny>,
+        neighbors: Region,
+        offsets: Region,
+        levels: Region,
+        codes: Region,
+        cum_neighbors: Vec<i32>,
+        vdiff: Vec<f32>,
+        entry_point: i32,
+        max_level: i32,
+    ) -> PyResult<Self> {
+        let (nodes, dims) = (levels.1, vdiff.len());
+        let problem = if offsets.1 != nodes + 1 {
+            Some(format!("{} offsets for {nodes} nodes", offsets.1))
+        } else if codes.1 != nodes * dims {
+            Some(format!(
+                "{} code bytes for {nodes} nodes of {dims} dimensions",
+                codes.1
+            ))
+        } else if cum_neighbors.len() < 2 {
+            Some("no level-0 neighbour lists".to_string())
+        } else if nodes > 0 && (entry_point < 0 || entry_point as usize >= nodes) {
+            Some(format!("entry point {entry_point} outside {nodes} nodes"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(PyValueError::new_err(format!(
+                "not a walkable HNSW graph: {problem}"
+            )));
+        }
+        // SAFETY: the addresses are the live arrays of `owner` (see the class doc); lengths as given.
+        let graph = Sq8Graph {
+            neighbors,
+            offsets,
+            levels,
+            codes,
+            cum_neighbors,
+            vdiff,
+            entry_point,
+            max_level,
+            dims,
+            _owner: owner,
+        };
+        let offsets = unsafe { graph.slice::<u64>(graph.offsets) };
+        let end = offsets.last().copied().unwrap_or(0) as usize;
+        let levels = graph.max_level.max(0) as usize + 1;
+        if end > graph.neighbors.1 || levels >= graph.cum_neighbors.len() {
+            return Err(PyValueError::new_err(format!(
+                "not a walkable HNSW graph: lists end at {end} of {} neighbours, {levels} levels of {}",
+                graph.neighbors.1,
+                graph.cum_neighbors.len() - 1
+            )));
+        }
+        Ok(graph)
+    }
+
+    /// Labels of the `take` best rows (`-1` pads) of a walk `ef` wide for one unit `query`, among the
+    /// rows set in `allowed` (a little-endian bitmap) if given; the GIL is released meanwhile.
+    #[pyo3(signature = (query, ef, take, allowed=None))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: PyReadonlyArray1<'py, f32>,
+        ef: usize,
+        take: usize,
+        allowed: Option<PyReadonlyArray1<'py, u8>>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let query = query.as_slice()?;
+        if query.len() != self.dims {
+            return Err(PyValueError::new_err(format!(
+                "query has {} values; the graph has {}-d codes",
+                query.len(),
+                self.dims
+            )));
+        }
+        let nodes = self.levels.1;
+        let bits = match &allowed {
+            Some(a) => {
+                let bits = a.as_slice()?;
+                if bits.len() * 8 < nodes {
+                    return Err(PyValueError::new_err(format!(
+                        "allowed has {} bits for {nodes} rows",
+                        bits.len() * 8
+                    )));
+                }
+                Some(bits)
+            }
+            None => None,
+        };
+        let labels = py.detach(|| {
+            // SAFETY: see the class doc.
+            let graph = unsafe {
+                hnsw::Graph {
+                    neighbors: self.slice(self.neighbors),
+                    offsets: self.slice(self.offsets),
+                    levels: self.slice(self.levels),
+                    cum_neighbors: &self.cum_neighbors,
+                    entry_point: self.entry_point,
+                    max_level: self.max_level,
+                    codes: self.slice(self.codes),
+                    dims: self.dims,
+                }
+            };
+            let w = hnsw::fold_query(query, &self.vdiff);
+            let mut out: Vec<i64> = graph
+                .search(&w, ef, take, bits)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            out.resize(take, -1);
+            out
+        });
+        Ok(labels.into_pyarray(py))
+    }
+}
+
+impl Sq8Graph {
+    /// # Safety
+    /// `region` must be one of this graph's arrays, holding `T`s, alive as long as `self`.
+    unsafe fn slice<T>(&self, region: Region) -> &[T] {
+        if region.1 == 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(region.0 as *const T, region.1)
+    }
+}
+
+type Ranked<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>);
+
+/// `(scores, labels)` of the best `k` of `candidates` (row labels; negative ones are padding) scored
+/// exactly against `query` on the rows of `vectors`, best first, ties to the lower label; `-inf` and
+/// `-1` pad a short answer. The GIL is released meanwhile.
+#[pyfunction]
+fn rerank<'py>(
+    py: Python<'py>,
+    vectors: PyReadonlyArray2<'py, f32>,
+    query: PyReadonlyArray1<'py, f32>,
+    candidates: PyReadonlyArray1<'py, i64>,
+    k: usize,
+) -> PyResult<Ranked<'py>> {
+    let dims = vectors.shape()[1];
+    let rows = vectors
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("vectors must be a C-contiguous float32 array"))?;
+    let query = query.as_slice()?;
+    if query.len() != dims {
+        return Err(PyValueError::new_err(format!(
+            "query has {} values; the rows have {dims}",
+            query.len()
+        )));
+    }
+    let candidates = candidates.as_slice()?;
+    let best = py.detach(|| hnsw::rerank(rows, dims, query, candidates, k));
+    let mut scores = vec![f32::NEG_INFINITY; k];
+    let mut labels = vec![-1i64; k];
+    for (slot, (score, label)) in best.into_iter().enumerate() {
+        scores[slot] = score;
+        labels[slot] = label;
+    }
+    Ok((scores.into_pyarray(py), labels.into_pyarray(py)))
+}
+
 /// Version of the native module, so the Python side can tell which build it loaded.
 #[pyfunction]
 fn version() -> &'static str {
@@ -281,6 +469,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(count_records, m)?)?;
     m.add_class::<ArrowBatch>()?;
+    m.add_class::<Sq8Graph>()?;
+    m.add_function(wrap_pyfunction!(rerank, m)?)?;
     m.add("InvalidInputError", m.py().get_type::<InvalidInputError>())?;
     Ok(())
 }

@@ -21,9 +21,10 @@ from .segments import EPOCH, MANIFEST, US_PER_DAY, Manifest, Segment, day_of, lo
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-# A walk through a graph with rows it may not answer (dead rows of evicted or replaced days, rows a filter
-# leaves out) spends part of its breadth on them: it is widened by the segment's stored/allowed ratio, at
-# most this much (MAX_DEAD_SHARE 0.5 keeps the dead rows' part within 2).
+# FAISS's walk through a graph with rows it may not answer (dead rows of evicted or replaced days, rows a
+# filter leaves out) spends part of its breadth on them: it is widened by the segment's stored/allowed ratio,
+# at most this much (MAX_DEAD_SHARE 0.5 keeps the dead rows' part within 2). The native walk's breadth counts
+# only the rows it may answer (`breadth_counts_allowed`), so it is not widened.
 MAX_EFFORT = 2.0
 # A segment holding at least this share of a query's candidate rows is walked at full breadth, one holding
 # less (the delta beside a main graph) proportionally less, never below the re-rank depth: its share of the
@@ -65,9 +66,10 @@ def _top(hits: list[Hit], k: int) -> list[Hit]:
 class HotIndex:
     """The index as the query service holds it: the segments of one manifest version, swapped whole."""
 
-    def __init__(self, root: Path, ef_search: int = HNSW_EF_SEARCH) -> None:
+    def __init__(self, root: Path, ef_search: int = HNSW_EF_SEARCH, walk: str = "native") -> None:
         self.root = root
         self.ef_search = ef_search  # the graph walks' breadth (NEXTESY_HOT_EF_SEARCH)
+        self.walk = walk  # who walks the graphs (NEXTESY_HOT_WALK)
         self.manifest = Manifest()
         self.segments: list[Segment] = []
         self._lock = threading.Lock()
@@ -106,6 +108,7 @@ class HotIndex:
             for segment in segments:
                 if isinstance(segment.index, FaissHnsw):
                     segment.index.ef_search = self.ef_search
+                    segment.index.native_walk = self.walk == "native"
             # One assignment each: a query running now keeps the lists it started with.
             self.segments, self.manifest = segments, manifest
             self._read, self._read_at = seen, now
@@ -186,7 +189,9 @@ class HotIndex:
             else:
                 # Wider over rows it may not answer, narrower over a graph holding a small share of them (the delta).
                 share = min(1.0, allowed_rows / (total * SHARE_AT_FULL_EFFORT))
-                effort = min(MAX_EFFORT, len(segment.ids) / allowed_rows) * share
+                counts_allowed = getattr(segment.index, "breadth_counts_allowed", False)
+                widen = 1.0 if counts_allowed else min(MAX_EFFORT, len(segment.ids) / allowed_rows)
+                effort = widen * share
                 scores, labels = segment.index.search(query, want, allowed, effort=effort)
             for score, label in zip(scores[0].tolist(), labels[0].tolist(), strict=True):
                 if label >= 0 and (id_ := segment.ids[label]) != exclude_id:

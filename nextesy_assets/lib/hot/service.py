@@ -130,7 +130,7 @@ class Service:
         self, settings: Settings, metrics_dir: Path | None = None, lag: object | None = None, cold_process: bool = True
     ) -> None:
         self.settings = settings
-        self.index = HotIndex(Path(settings.hot_dir), ef_search=settings.hot_ef_search)
+        self.index = HotIndex(Path(settings.hot_dir), settings.hot_ef_search, settings.hot_walk)
         self.metrics = Metrics(metrics_dir)
         # (snapshots, seconds) behind the table, kept by the server's parent process (keep_staleness) in
         # shared memory, NaN until first measured; None: this process measures it itself.
