@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def main() -> None:
             return answers[key]
 
         if walker is not None:
-            segment.index._walker = type("Replayed", (), {"search": staticmethod(walk_or_replay)})()  # type: ignore[attr-defined]
+            segment.index._walker = types.SimpleNamespace(search=walk_or_replay)  # type: ignore[attr-defined]
         else:
             graph.search = walk_or_replay
 

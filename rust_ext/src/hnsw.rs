@@ -218,19 +218,14 @@ pub fn rerank(
         .filter(|&&c| c >= 0 && ((c as usize) + 1) * dims <= rows.len())
         .map(|&c| c as usize)
         .collect();
-    for &c in valid.iter().take(AHEAD_ROWS) {
-        prefetch_f32(&rows[c * dims..(c + 1) * dims]);
-    }
-    let mut scored: Vec<(f32, i64)> = valid
-        .iter()
-        .enumerate()
-        .map(|(j, &c)| {
-            if let Some(&next) = valid.get(j + AHEAD_ROWS) {
-                prefetch_f32(&rows[next * dims..(next + 1) * dims]);
-            }
-            (dot_f32(&rows[c * dims..(c + 1) * dims], query), c as i64)
-        })
-        .collect();
+    let row = |c: usize| &rows[c * dims..(c + 1) * dims];
+    let mut scored: Vec<(f32, i64)> = Vec::with_capacity(valid.len());
+    prefetched(
+        &valid,
+        AHEAD_ROWS,
+        |c| bytemuck::cast_slice(row(c)),
+        |c| scored.push((dot_f32(row(c), query), c as i64)),
+    );
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.dedup_by_key(|s| s.1);
     scored.truncate(k);
@@ -240,9 +235,24 @@ pub fn rerank(
 /// Rows a re-rank prefetches ahead of the one it scores.
 const AHEAD_ROWS: usize = 2;
 
+/// `each` of `items` in order, the bytes of the one `ahead` places later prefetched before it: enough in
+/// flight to hide the memory's latency, not so many that the prefetches queue behind one another.
 #[inline]
-fn prefetch_f32(values: &[f32]) {
-    prefetch(bytemuck::cast_slice(values));
+fn prefetched<'a, T: Copy>(
+    items: &[T],
+    ahead: usize,
+    bytes: impl Fn(T) -> &'a [u8],
+    mut each: impl FnMut(T),
+) {
+    for &item in items.iter().take(ahead) {
+        prefetch(bytes(item));
+    }
+    for (j, &item) in items.iter().enumerate() {
+        if let Some(&next) = items.get(j + ahead) {
+            prefetch(bytes(next));
+        }
+        each(item);
+    }
 }
 
 #[inline]
@@ -336,27 +346,24 @@ impl Graph<'_> {
                         fresh.push(n);
                     }
                 }
-                // Each code's lines are fetched AHEAD nodes before it is scored: enough in flight to hide
-                // the memory's latency, not so many that the prefetches queue behind one another.
-                for &n in fresh.iter().take(AHEAD) {
-                    prefetch(self.code(n as usize));
-                }
-                for (j, &n) in fresh.iter().enumerate() {
-                    if let Some(&next) = fresh.get(j + AHEAD) {
-                        prefetch(self.code(next as usize));
-                    }
-                    let s = score(n as usize);
-                    let worst = found.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
-                    if found.len() < ef || s > worst {
-                        candidates.push(Scored(s, n));
-                        if ok(n) {
-                            found.push(std::cmp::Reverse(Scored(s, n)));
-                            if found.len() > ef {
-                                found.pop();
+                prefetched(
+                    &fresh,
+                    AHEAD,
+                    |n| self.code(n as usize),
+                    |n| {
+                        let s = score(n as usize);
+                        let worst = found.peek().map_or(f32::NEG_INFINITY, |r| r.0 .0);
+                        if found.len() < ef || s > worst {
+                            candidates.push(Scored(s, n));
+                            if ok(n) {
+                                found.push(std::cmp::Reverse(Scored(s, n)));
+                                if found.len() > ef {
+                                    found.pop();
+                                }
                             }
                         }
-                    }
-                }
+                    },
+                );
             }
             let mut out: Vec<Scored> = found.into_iter().map(|r| r.0).collect();
             out.sort_unstable_by(|a, b| b.cmp(a));

@@ -155,10 +155,7 @@ class FaissHnsw:
                 params = self._unfiltered[ef] = faiss.SearchParametersHNSW(efSearch=ef)
             keep: object = None
         elif not allowed.flags.writeable:
-            # A read-only mask (a segment's live rows) does not change: its bitmap is built once, not per query.
-            keep = self._standing
-            if keep is None or keep[0] is not allowed:
-                keep = self._standing = (allowed, *_selector(allowed), {})
+            keep = self._standing_mask(allowed)
             params = keep[3].get(ef)
             if params is None:
                 params = keep[3][ef] = faiss.SearchParametersHNSW(efSearch=ef, sel=keep[2])
@@ -186,14 +183,15 @@ class FaissHnsw:
         return self._walker or None
 
     def _bitmap(self, allowed: np.ndarray) -> np.ndarray:
-        """The bitmap of a mask; a read-only mask (a segment's live rows) does not change, so its bitmap
-        is made once, not per query."""
-        if allowed.flags.writeable:
-            return np.packbits(allowed.astype(np.uint8), bitorder="little")
+        return _pack(allowed) if allowed.flags.writeable else self._standing_mask(allowed)[1]
+
+    def _standing_mask(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, object, dict[int, object]]:
+        """(mask, bitmap, selector, FAISS search parameters by efSearch) of a read-only mask (a segment's live
+        rows): it does not change, so its bitmap is made once, not per query."""
         keep = self._standing
         if keep is None or keep[0] is not allowed:
             keep = self._standing = (allowed, *_selector(allowed), {})
-        return keep[1]
+        return keep
 
     def save(self, path: Path, with_vectors: bool = True) -> None:
         import faiss
@@ -222,8 +220,13 @@ def _selector(allowed: np.ndarray) -> tuple[np.ndarray, object]:
     """(bitmap, FAISS selector over it) for a boolean mask over labels; the selector only points at the bitmap."""
     import faiss
 
-    bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
+    bitmap = _pack(allowed)
     return bitmap, faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+
+
+def _pack(allowed: np.ndarray) -> np.ndarray:
+    """A boolean mask over labels as the little-endian bitmap FAISS's IDSelectorBitmap and the native walk read."""
+    return np.packbits(allowed.astype(np.uint8), bitorder="little")
 
 
 def rerank(data: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
