@@ -633,6 +633,26 @@ def test_a_request_vector_is_read_natively_to_the_same_float32_values_as_numpy_r
     assert vector is not None and math.isnan(vector[0]) and vector[1] == 1.0
 
 
+def test_search_answers_other_methods_with_405_and_an_unexpected_failure_with_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /search skips FastAPI's middleware (service._App); what that middleware did still happens."""
+    assert client.get("/search").status_code == 405
+    # A QueryError is answered with its status and counted under it.
+    assert client.post("/search", json={"model": MODELS[0]}).status_code == 422
+    assert 'nextesy_search_requests_total{status="422",tier="none"} 1.0' in client.get("/metrics").text
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("the index fell over")
+
+    monkeypatch.setattr(service, "search", broken)
+    body = {"vector": [0.1] * DIMS, "model": MODELS[0]}
+    with pytest.raises(RuntimeError, match="fell over"):  # raised to the server, which logs it
+        client.post("/search", json=body)
+    assert TestClient(client.app, raise_server_exceptions=False).post("/search", json=body).status_code == 500
+
+
 def test_the_search_route_is_in_the_openapi_schema(client: TestClient) -> None:
     post = client.get("/openapi.json").json()["paths"]["/search"]["post"]
     assert "vector" in post["requestBody"]["content"]["application/json"]["schema"]["properties"]
@@ -868,6 +888,19 @@ def test_the_native_walk_answers_as_faiss_walks_the_same_graph_and_follows_it_as
     # The rows added after the first walk are found: their own vectors come back first.
     index.native_walk = True
     assert index.search(data[4000:4010], 1)[1].ravel().tolist() == list(range(4000, 4010))
+
+
+def test_the_native_rerank_scores_exactly_and_names_a_label_past_the_rows() -> None:
+    rows = normalise(np.random.default_rng(5).standard_normal((50, 16)).astype(np.float32))
+    query = rows[7] + 0.01 * rows[3]
+    scores, labels = native.rerank(rows, query, np.array([3, -1, 7, 12, 7]), 3)
+    exact = rows[[3, 7, 12]] @ query  # 7 twice is scored once; -1 is padding
+    best = np.argsort(-exact, kind="stable")
+    assert labels.tolist() == [[3, 7, 12][i] for i in best]
+    assert np.allclose(scores, exact[best], atol=1e-6)
+    assert native.rerank(rows, query, np.array([-1, -1]), 2)[1].tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="candidate label 50 is past the 50 stored rows"):
+        native.rerank(rows, query, np.array([1, 50]), 2)
 
 
 def test_search_effort_narrows_the_graph_walk_down_to_the_rerank_depth() -> None:

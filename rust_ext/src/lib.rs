@@ -424,7 +424,8 @@ type Ranked<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>);
 
 /// `(scores, labels)` of the best `k` of `candidates` (row labels; negative ones are padding) scored
 /// exactly against `query` on the rows of `vectors`, best first, ties to the lower label; `-inf` and
-/// `-1` pad a short answer. The GIL is released meanwhile.
+/// `-1` pad a short answer. A label past the rows (a graph with more nodes than its segment has rows)
+/// is an error naming it. The GIL is released meanwhile.
 #[pyfunction]
 fn rerank<'py>(
     py: Python<'py>,
@@ -445,6 +446,12 @@ fn rerank<'py>(
         )));
     }
     let candidates = candidates.as_slice()?;
+    let stored = rows.len().checked_div(dims).unwrap_or(0);
+    if let Some(past) = candidates.iter().find(|&&c| c >= 0 && c as usize >= stored) {
+        return Err(PyValueError::new_err(format!(
+            "candidate label {past} is past the {stored} stored rows: the graph and its vectors disagree"
+        )));
+    }
     let best = py.detach(|| hnsw::rerank(rows, dims, query, candidates, k));
     let mut scores = vec![f32::NEG_INFINITY; k];
     let mut labels = vec![-1i64; k];
