@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +42,9 @@ class QueryError(NextesyError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """One answer (a tuple: made ten times a query, it costs a tenth of a frozen dataclass)."""
+
     id: str
     score: float
     ts: datetime
@@ -57,6 +57,23 @@ def to_us(moment: datetime) -> int:
 
 def from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _hits(segment: Segment, scores: np.ndarray, labels: np.ndarray, exclude_id: str | None) -> list[Hit]:
+    """The answers of a segment's search (best first, -1 labels padding the end), each column read for all
+    of them at once."""
+    if len(labels) and labels[-1] < 0:
+        found = labels >= 0
+        scores, labels = scores[found], labels[found]
+    codes = segment.source_codes[labels].tolist()
+    names = segment.source_names
+    return [
+        Hit(id_, score, from_us(us), None if code < 0 else names[code])
+        for id_, score, us, code in zip(
+            segment.ids.take(labels), scores.tolist(), segment.ts_us[labels].tolist(), codes, strict=True
+        )
+        if id_ != exclude_id
+    ]
 
 
 def _top(hits: list[Hit], k: int) -> list[Hit]:
@@ -193,9 +210,7 @@ class HotIndex:
                 widen = 1.0 if counts_allowed else min(MAX_EFFORT, len(segment.ids) / allowed_rows)
                 effort = widen * share
                 scores, labels = segment.index.search(query, want, allowed, effort=effort)
-            for score, label in zip(scores[0].tolist(), labels[0].tolist(), strict=True):
-                if label >= 0 and (id_ := segment.ids[label]) != exclude_id:
-                    hits.append(Hit(id_, score, from_us(int(segment.ts_us[label])), segment.source(label)))
+            hits += _hits(segment, scores[0], labels[0], exclude_id)
         return _top(hits, k)
 
 

@@ -147,6 +147,12 @@ class Column:
         offsets = self._offsets
         return str(self._data[offsets[row] : offsets[row + 1]], "utf-8")
 
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The values of `rows` (a few: a query's answers)."""
+        offsets, data = self._offsets, self._data
+        bounds = zip(offsets[rows].tolist(), offsets[rows + 1].tolist(), strict=True)
+        return [str(data[a:b], "utf-8") for a, b in bounds]
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.array.to_pylist())
 
