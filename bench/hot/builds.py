@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import RESULTS, K, load1, published_segment, recall, vectors  # noqa: E402
+from bench.hot.run import K, exact_among, load1, published_segment, recall, record, vectors  # noqa: E402
 
 
 def load_build(path: Path, into: Path):  # type: ignore[no-untyped-def]
@@ -58,11 +58,7 @@ def main() -> None:
     segment = published_segment(args.hot)
     data, graph = segment.vectors, segment.index._index  # type: ignore[attr-defined]
     queries = vectors(1000, seed=2)  # run.py's held-out queries
-    flat = faiss.IndexFlatIP(data.shape[1])
-    for start in range(0, len(data), 100_000):
-        flat.add(np.ascontiguousarray(data[start : start + 100_000]))
-    truth = flat.search(queries, K)[1]
-    del flat
+    truth = exact_among(data, queries)
     walkers = {}
     with tempfile.TemporaryDirectory() as scratch:
         loaded = native._native
@@ -93,10 +89,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             runs.append(row)
     if args.label:
-        results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(str(len(data)), {}).setdefault("native_walk", {})
-        entry[f"builds_{args.label}"] = {"before": str(args.before), "after": str(args.after), "runs": runs}
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        value = {"before": str(args.before), "after": str(args.after), "runs": runs}
+        record(len(data), "native_walk", f"builds_{args.label}", value)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import RESULTS, _client, load1, start_server, vectors, wrk_load  # noqa: E402
+from bench.hot.run import _client, load1, record, start_server, vectors, wrk_load  # noqa: E402
 
 
 def main() -> None:
@@ -53,10 +53,8 @@ def main() -> None:
     print(f"rows={rows} best p99 {min(r['p99_ms'] for r in runs)} ms; quietest run (load {quietest['load_1m']}):")
     print(json.dumps(quietest))
     if args.label:
-        results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(args.size or str(rows), {}).setdefault("http_runs", {})
-        entry[args.label] = {"env": args.env, "seconds": args.seconds, "load_1m_after": load1(), "runs": runs}
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        value = {"env": args.env, "seconds": args.seconds, "load_1m_after": load1(), "runs": runs}
+        record(args.size or rows, "http_runs", args.label, value)
 
 
 def _healthz(port: int) -> bytes:

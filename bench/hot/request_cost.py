@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import DIMS, RESULTS, load1, search_body, vectors  # noqa: E402
+from bench.hot.run import DIMS, load1, record, search_body, vectors  # noqa: E402
 
 
 def main() -> None:
@@ -139,10 +139,7 @@ def main() -> None:
     }
     print(json.dumps(result))
     if args.label:
-        results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(args.size or str(result["rows"]), {}).setdefault("request_cost", {})
-        entry[args.label] = result
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        record(args.size or result["rows"], "request_cost", args.label, result)
 
 
 if __name__ == "__main__":

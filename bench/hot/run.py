@@ -243,6 +243,26 @@ def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return flat.search(queries, K)[1]
 
 
+def exact_among(data: np.ndarray, queries: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Labels of each query's exact top K among `rows` of `data` (all rows if None), added to the flat index
+    100k at a time, so a memory-mapped index's rows are never copied whole."""
+    import faiss
+
+    rows = np.arange(len(data)) if rows is None else rows
+    flat = faiss.IndexFlatIP(data.shape[1])
+    for start in range(0, len(rows), 100_000):
+        flat.add(np.ascontiguousarray(data[rows[start : start + 100_000]]))
+    return rows[flat.search(queries, K)[1]]
+
+
+def record(size: int | str, group: str, label: str, value: object) -> None:
+    """Put `value` under `sizes[size][group][label]` of bench/results/hot.json, the file read again just
+    before so that what other runs wrote meanwhile stays."""
+    results = json.loads(RESULTS.read_text())
+    results["sizes"].setdefault(str(size), {}).setdefault(group, {})[label] = value
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def load1() -> float:
     return round(os.getloadavg()[0], 2)
 

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import RESULTS, K, load1, published_segment, recall, vectors  # noqa: E402
+from bench.hot.run import K, exact_among, load1, published_segment, recall, record, vectors  # noqa: E402
 
 
 def passes(index, queries: np.ndarray, allowed: np.ndarray | None) -> tuple[list[float], np.ndarray]:  # type: ignore[no-untyped-def]
@@ -58,14 +58,7 @@ def main() -> None:
         keep[::3] = False
         keep.flags.writeable = False  # as a segment's live rows: its bitmap made once
         masks["two_in_three"] = keep
-    truths = {}
-    for name, mask in masks.items():
-        flat = faiss.IndexFlatIP(data.shape[1])
-        rows = np.arange(len(data)) if mask is None else np.flatnonzero(mask)
-        for start in range(0, len(rows), 100_000):
-            flat.add(np.ascontiguousarray(data[rows[start : start + 100_000]]))
-        truths[name] = rows[flat.search(queries, K)[1]]
-        del flat
+    truths = {name: exact_among(data, queries, None if m is None else np.flatnonzero(m)) for name, m in masks.items()}
     faiss.omp_set_num_threads(1)
     runs = []
     for round_ in range(args.rounds):
@@ -91,10 +84,7 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     runs.append(row)
     if args.label:
-        results = json.loads(RESULTS.read_text())
-        entry = results["sizes"].setdefault(str(len(data)), {}).setdefault("native_walk", {})
-        entry[args.label] = {"rows": len(data), "queries": len(queries), "runs": runs}
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        record(len(data), "native_walk", args.label, {"rows": len(data), "queries": len(queries), "runs": runs})
 
 
 if __name__ == "__main__":
