@@ -809,7 +809,8 @@ def test_a_loaded_segment_reads_its_ids_and_sources_as_written(tmp_path: Path) -
     segment = segments.load_segment(tmp_path, info, 8, 20_000)
 
     assert [segment.ids[row] for row in range(len(ids))] == ids == list(segment.ids)
-    assert [segment.source(row) for row in range(len(ids))] == sources
+    assert segment.ids.take(np.array([4, 0, 2])) == [ids[4], ids[0], ids[2]]
+    assert segment.sources_of(np.arange(len(ids))) == sources
     assert np.flatnonzero(segment.ids.equal("雪-1")).tolist() == [2]
     assert not segment.ids.equal("nobody").any()
     assert np.flatnonzero(segment.mask("support-bot", None, None)).tolist() == [2, 5]

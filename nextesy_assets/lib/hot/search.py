@@ -65,15 +65,9 @@ def _hits(segment: Segment, scores: np.ndarray, labels: np.ndarray, exclude_id: 
     if len(labels) and labels[-1] < 0:
         found = labels >= 0
         scores, labels = scores[found], labels[found]
-    codes = segment.source_codes[labels].tolist()
-    names = segment.source_names
-    return [
-        Hit(id_, score, from_us(us), None if code < 0 else names[code])
-        for id_, score, us, code in zip(
-            segment.ids.take(labels), scores.tolist(), segment.ts_us[labels].tolist(), codes, strict=True
-        )
-        if id_ != exclude_id
-    ]
+    columns = (segment.ids.take(labels), scores.tolist(), segment.ts_us[labels].tolist(), segment.sources_of(labels))
+    hits = [Hit(id_, score, from_us(us), source) for id_, score, us, source in zip(*columns, strict=True)]
+    return hits if exclude_id is None else [h for h in hits if h.id != exclude_id]
 
 
 def _top(hits: list[Hit], k: int) -> list[Hit]:

@@ -182,9 +182,10 @@ class Segment:
         self.row_days = (self.ts_us // US_PER_DAY).astype(np.int32)
         self.live_rows = len(self.ids) if self.live is None else int(self.live.sum())
 
-    def source(self, row: int) -> str | None:
-        code = self.source_codes[row]
-        return None if code < 0 else self.source_names[code]
+    def sources_of(self, rows: np.ndarray) -> list[str | None]:
+        """The source of each of `rows` (None where a row has none)."""
+        names = self.source_names
+        return [None if code < 0 else names[code] for code in self.source_codes[rows].tolist()]
 
     def with_info(self, info: SegmentInfo, window_start: int) -> Segment:
         """This segment under a newer manifest entry: the same rows, masked for its window and replacements."""
