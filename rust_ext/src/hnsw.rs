@@ -204,20 +204,26 @@ unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
-/// The best `k` of `candidates` (labels; negative ones skipped) scored exactly against `query` on the
-/// row-major `rows` (`dims` wide): `(score, label)`, best first, ties to the lower label.
+/// The best `k` of `candidates` (labels; negative ones are padding, skipped) scored exactly against
+/// `query` on the row-major `rows` (`dims` wide): `(score, label)`, best first, ties to the lower
+/// label; `Err` with the first label past the rows.
 pub fn rerank(
     rows: &[f32],
     dims: usize,
     query: &[f32],
     candidates: &[i64],
     k: usize,
-) -> Vec<(f32, i64)> {
-    let valid: Vec<usize> = candidates
-        .iter()
-        .filter(|&&c| c >= 0 && ((c as usize) + 1) * dims <= rows.len())
-        .map(|&c| c as usize)
-        .collect();
+) -> Result<Vec<(f32, i64)>, i64> {
+    let stored = rows.len().checked_div(dims).unwrap_or(0);
+    let mut valid = Vec::with_capacity(candidates.len());
+    for &c in candidates {
+        if c >= 0 {
+            if c as usize >= stored {
+                return Err(c);
+            }
+            valid.push(c as usize);
+        }
+    }
     let row = |c: usize| &rows[c * dims..(c + 1) * dims];
     let mut scored: Vec<(f32, i64)> = Vec::with_capacity(valid.len());
     prefetched(
@@ -229,7 +235,7 @@ pub fn rerank(
     scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.dedup_by_key(|s| s.1);
     scored.truncate(k);
-    scored
+    Ok(scored)
 }
 
 /// Rows a re-rank prefetches ahead of the one it scores.
@@ -471,10 +477,12 @@ mod tests {
             1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.6, 0.8, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0,
         ];
         let query = [0.0f32, 1.0, 0.0];
-        // Rows 1 and 3 tie at 1.0; 9 is past the rows and -1 is padding: both are skipped.
-        let got = rerank(&rows, dims, &query, &[4, 3, -1, 2, 1, 9, 0], 3);
-        assert_eq!(got, vec![(1.0, 1), (1.0, 3), (0.8, 2)]);
-        assert_eq!(rerank(&rows, dims, &query, &[-1, -1], 3), vec![]);
+        // Rows 1 and 3 tie at 1.0; -1 is padding, skipped.
+        let got = rerank(&rows, dims, &query, &[4, 3, -1, 2, 1, 0], 3);
+        assert_eq!(got, Ok(vec![(1.0, 1), (1.0, 3), (0.8, 2)]));
+        assert_eq!(rerank(&rows, dims, &query, &[-1, -1], 3), Ok(vec![]));
+        // A label past the five rows is named, not skipped.
+        assert_eq!(rerank(&rows, dims, &query, &[4, 9, 5], 3), Err(9));
     }
 
     #[test]

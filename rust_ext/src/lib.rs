@@ -446,13 +446,14 @@ fn rerank<'py>(
         )));
     }
     let candidates = candidates.as_slice()?;
-    let stored = rows.len().checked_div(dims).unwrap_or(0);
-    if let Some(past) = candidates.iter().find(|&&c| c >= 0 && c as usize >= stored) {
-        return Err(PyValueError::new_err(format!(
-            "candidate label {past} is past the {stored} stored rows: the graph and its vectors disagree"
-        )));
-    }
-    let best = py.detach(|| hnsw::rerank(rows, dims, query, candidates, k));
+    let best = py
+        .detach(|| hnsw::rerank(rows, dims, query, candidates, k))
+        .map_err(|past| {
+            PyValueError::new_err(format!(
+                "candidate label {past} is past the {} stored rows: the graph and its vectors disagree",
+                rows.len().checked_div(dims).unwrap_or(0)
+            ))
+        })?;
     let mut scores = vec![f32::NEG_INFINITY; k];
     let mut labels = vec![-1i64; k];
     for (slot, (score, label)) in best.into_iter().enumerate() {

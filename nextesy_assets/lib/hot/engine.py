@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -150,13 +151,7 @@ class FaissHnsw:
         walker = self._native_walker()
         if walker is not None:
             bitmap = None if allowed is None else self._bitmap(allowed)
-            if len(queries) == 1:  # a service's query: no stacking and no loops around the two native calls
-                from ... import native
-
-                found = walker.search(queries[0], ef, take, bitmap)  # type: ignore[attr-defined]
-                scores, labels = native.rerank(self.vectors, queries[0], found, k)
-                return scores.reshape(1, -1), labels.reshape(1, -1)
-            candidates = np.stack([walker.search(q, ef, take, bitmap) for q in queries])  # type: ignore[attr-defined]
+            candidates = [walker.search(q, ef, take, bitmap) for q in queries]  # type: ignore[attr-defined]
             return rerank(self.vectors, queries, candidates, k)
         if allowed is None:
             params = self._unfiltered.get(ef)
@@ -238,10 +233,16 @@ def _pack(allowed: np.ndarray) -> np.ndarray:
     return np.packbits(allowed.astype(np.uint8), bitorder="little")
 
 
-def rerank(data: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best k of each row's candidate labels (-1 pads), scored exactly on `data` (natively: the rows'
-    scores, their order and the padding in one call, without NumPy's gather, product and sort)."""
+def rerank(
+    data: np.ndarray, queries: np.ndarray, candidates: Sequence[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each query's candidate labels (a row each; -1 pads), scored exactly on `data` (natively:
+    the rows' scores, their order and the padding in one call, without NumPy's gather, product and sort)."""
     from ... import native
+
+    if len(queries) == 1:  # a service's query: the native answer as it is, no arrays to copy it into
+        scores, labels = native.rerank(data, queries[0], candidates[0], k)
+        return scores.reshape(1, -1), labels.reshape(1, -1)
 
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     out_labels = np.full((len(queries), k), -1, dtype=np.int64)
