@@ -420,6 +420,20 @@ def test_a_restart_loads_the_index_without_rebuilding_it(hot_settings: Settings)
     assert any(s.info.engine == "faiss-hnsw" for s in restarted.segments)
 
 
+def test_exact_search_breaks_a_tie_at_the_cut_by_the_earlier_row() -> None:
+    rng = np.random.default_rng(7)
+    data = normalise(rng.standard_normal((5_000, 16)).astype(np.float32))
+    copies = np.sort(rng.choice(len(data), size=40, replace=False))
+    data[copies] = data[copies[0]]  # 40 rows with one vector: all tie as its nearest neighbours
+    scores, labels = exact_search(data, data[copies[:1]], 10)
+    assert labels[0].tolist() == copies[:10].tolist()
+    assert np.all(scores[0] == scores[0, 0])
+    # Masked rows are not candidates; the tie goes to the earliest allowed rows.
+    allowed = np.ones(len(data), dtype=bool)
+    allowed[copies[:5]] = False
+    assert exact_search(data, data[copies[:1]], 10, allowed)[1][0].tolist() == copies[5:15].tolist()
+
+
 def test_the_cold_tier_returns_exactly_the_brute_force_answer(hot_settings: Settings) -> None:
     append_batch(hot_settings, "b1", 300, [0, 1, 4, 6], seed=4)
     update(hot_settings, now=NOW)

@@ -87,7 +87,10 @@ def exact_search(
     take = min(k, len(labels))
     top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
     for row in range(len(queries)):
-        order = top[row][np.lexsort((labels[top[row]], -scores[row, top[row]]))]
+        # Rows tied with the last one taken are all candidates, so the earlier label wins a tie at the cut as it
+        # does above it (argpartition alone keeps any of them).
+        near = np.flatnonzero(scores[row] >= scores[row, top[row]].min())
+        order = near[np.lexsort((labels[near], -scores[row, near]))][:take]
         out_scores[row, :take] = scores[row, order]
         out_labels[row, :take] = labels[order]
     return out_scores, out_labels
