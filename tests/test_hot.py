@@ -28,7 +28,7 @@ from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
 from nextesy_assets.lib.hot import checks, search, segments, service
 from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, ExactIndex, FaissHnsw, exact_search, normalise
-from nextesy_assets.lib.hot.search import HotIndex, cold_search
+from nextesy_assets.lib.hot.search import HotIndex, cold_search, from_us
 from nextesy_assets.lib.hot.service import QueryError, create_app, keep_staleness, parse
 from nextesy_assets.lib.hot.update import update
 from nextesy_assets.lib.schema import EMBEDDINGS_ARROW
@@ -337,6 +337,20 @@ def test_days_leaving_the_window_are_masked_in_the_graph_then_rebuilt_away(hot_s
         assert len(hits) == 10 and row["id"] not in {h.id for h in hits}
         assert index.lookup(row["id"], row["model"]) is None
     assert checks.recall_at_k(index).recall >= 0.95  # judged on the live rows only
+    # Its exact answers, read a few rows at a time, are a scan of the live rows: a gone row asked for is not
+    # its own answer, and the chunks merge as one scan would rank them.
+    model = gone[0]["model"]
+    mine = [s for s in index.segments if s.info.model == model]
+    asks = normalise(np.asarray([r["vector"] for r in gone if r["model"] == model][:5], np.float32))
+    rows = [(s, r) for s in mine for r in s.live_positions().tolist()]
+    _, labels = exact_search(np.concatenate([s.vectors[s.live_positions()] for s in mine]), asks, 10)
+    by_scan = [
+        {(rows[i][0].ids[rows[i][1]], from_us(int(rows[i][0].ts_us[rows[i][1]])).isoformat()) for i in q}
+        for q in labels
+    ]
+    assert checks.exact_keys(mine, asks, 10, chunk=7) == by_scan
+    assert all(len(keys) == 10 for keys in by_scan) and len(by_scan) > 1
+    assert not {r["id"] for r in gone} & {key[0] for keys in by_scan for key in keys}
     segment = index.segments[0]
     assert segment.index._standing[0] is segment.live  # type: ignore[attr-defined]  # one bitmap for all queries
     # The native walk's breadth counts only the rows it may answer: it is not widened over the dead ones.
