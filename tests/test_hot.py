@@ -27,7 +27,14 @@ from nextesy_assets import native
 from nextesy_assets.lib import iceberg
 from nextesy_assets.lib.demo import structured_vectors
 from nextesy_assets.lib.hot import checks, search, segments, service
-from nextesy_assets.lib.hot.engine import HNSW_EF_SEARCH, ExactIndex, FaissHnsw, exact_search, normalise
+from nextesy_assets.lib.hot.engine import (
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    ExactIndex,
+    FaissHnsw,
+    exact_search,
+    normalise,
+)
 from nextesy_assets.lib.hot.search import HotIndex, cold_search, from_us
 from nextesy_assets.lib.hot.service import QueryError, create_app, keep_staleness, parse
 from nextesy_assets.lib.hot.update import update
@@ -917,6 +924,23 @@ def test_the_native_walk_answers_as_faiss_walks_the_same_graph_and_follows_it_as
     # The rows added after the first walk are found: their own vectors come back first.
     index.native_walk = True
     assert index.search(data[4000:4010], 1)[1].ravel().tolist() == list(range(4000, 4010))
+
+
+def test_rows_are_linked_in_at_the_setting_whatever_a_graph_read_from_disk_was_built_with(tmp_path: Path) -> None:
+    """A graph written by an earlier release (built at efConstruction 40) grows at today's setting; FAISS keeps
+    the setting in the file, so a loaded graph would otherwise link new rows in at its old one."""
+    dims = 16
+    data = normalise(structured_vectors(np.random.default_rng(23), 600, dims))
+    old = FaissHnsw(dims)
+    old.add(data[:400])
+    old._index.hnsw.efConstruction = 40  # type: ignore[attr-defined]
+    old.save(tmp_path / "old")
+    loaded = FaissHnsw.load(tmp_path / "old", dims, huge_pages=False)
+    assert loaded._index.hnsw.efConstruction == 40  # type: ignore[attr-defined]
+    loaded.add(data[400:])
+    assert loaded._index.hnsw.efConstruction == HNSW_EF_CONSTRUCTION  # type: ignore[attr-defined]
+    assert FaissHnsw(dims)._index.hnsw.efConstruction == HNSW_EF_CONSTRUCTION  # type: ignore[attr-defined]
+    assert loaded.search(data[400:410], 1)[1].ravel().tolist() == list(range(400, 410))
 
 
 def test_the_native_rerank_scores_exactly_and_names_a_label_past_the_rows() -> None:

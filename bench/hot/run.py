@@ -620,7 +620,7 @@ def main() -> None:
 
     print(f"\n{'size':>8} {'engine':<22} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} {'QPS':>8} {'recall':>7} {'MB':>7}")
     for size, row in results["sizes"].items():
-        for e in row["engines"]:
+        for e in row.get("engines", []):  # a size only other scripts measured has none
             print(
                 f"{size:>8} {e['engine']:<22} {e['build_s']:>8} {e['p50_ms']:>7} {e['p99_ms']:>7} "
                 f"{e['qps_one_thread']:>8} {e['recall_at_10']:>7} {e['memory_mb']:>7}"

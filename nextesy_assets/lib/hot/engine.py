@@ -1,7 +1,7 @@
 """One small interface for an ANN index over unit vectors, and its implementations (FAISS HNSW, exact).
 
 Labels are the row positions of a segment (0..n-1); scores are inner products of unit vectors (cosine).
-The engine was chosen by measurement (bench/hot): a FAISS HNSW graph (M=32, efConstruction=40) over
+The engine was chosen by measurement (bench/hot): a FAISS HNSW graph (M=32, efConstruction=80) over
 8-bit scalar-quantised codes, whose best RERANK candidates are scored again exactly on the float32
 vectors. A graph walk is bound by memory traffic: the codes are a quarter of the float32 bytes, and the
 re-rank gives back the ordering the quantisation blurs (recall@10 at 200k x 768: 0.92 on the codes
@@ -24,13 +24,15 @@ import numpy as np
 from ..settings import DEFAULT_HOT_EF_SEARCH
 
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 40
+# The breadth of the search that links a new row in, for a graph built at once and for rows added to it.
+# At 1M x 768 (bench/hot/graphs.py, the same rows and walk): built at 80, a query at efSearch 88 scores a tenth
+# fewer nodes than on the graph built at 40, for recall@10 0.967 against 0.963 (0.85-0.91x the CPU), and the
+# build takes 500 s against 430; at 160 the build took 910 s for about as much again (efSearch 72: 0.968 at
+# 3,011 nodes, against 3,183 at 80 and efSearch 88). Rows linked into a graph that already has some gain
+# more: a 200k graph given a seventh more in 10 batches answered with recall 0.969 at 80, 0.880 at 40 (0.994
+# built at once), in the same time (the build is bound by pruning the neighbours' link lists).
+HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = DEFAULT_HOT_EF_SEARCH  # 88; a server takes NEXTESY_HOT_EF_SEARCH (HotIndex)
-# Rows added to a graph that already has some are linked in with a wider search: grown at efConstruction
-# 40, a 200k x 768 graph built at once and then given a seventh more in 10 batches answered with recall@10
-# 0.880 (0.994 before); at 80, 0.969, in the same time (the build is bound by pruning the neighbours' link
-# lists, not by this search).
-HNSW_EF_CONSTRUCTION_GROW = 80
 # Candidates taken from the graph walk on the codes and scored again on the float32 vectors.
 RERANK = 20
 # Below this many allowed rows a filtered query is answered exactly: cheaper than a graph walk that
@@ -139,8 +141,9 @@ class FaissHnsw:
             # clamped in the codes only: the re-rank scores every answer on the exact vectors.
             self._index.train(vectors)  # type: ignore[attr-defined]
         self._walker = None  # it reads the graph's arrays in place, which adding reallocates
-        hnsw = self._index.hnsw  # type: ignore[attr-defined]
-        hnsw.efConstruction = HNSW_EF_CONSTRUCTION_GROW if len(self) else HNSW_EF_CONSTRUCTION
+        # A graph read from disk keeps the setting it was built with (an earlier release's 40): rows are
+        # linked in at this one whatever it was.
+        self._index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION  # type: ignore[attr-defined]
         self._index.add(vectors)  # type: ignore[attr-defined]
 
     def search(
