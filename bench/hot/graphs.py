@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.hot.run import K, exact_among, load1, published_segment, recall, record, vectors  # noqa: E402
-from bench.hot.walk import passes  # noqa: E402
+from bench.hot.run import K, exact_among, published_segment, record, vectors  # noqa: E402
+from bench.hot.walk import measured_pass  # noqa: E402
 
 
 def nodes_scored(index, queries: np.ndarray, ef: int) -> float:  # type: ignore[no-untyped-def]
@@ -67,19 +67,12 @@ def main() -> None:
             for name, segment in segments.items():
                 index = segment.index
                 index.ef_search = ef
-                load = load1()
-                cpu, answers = passes(index, queries, None)
-                ms = np.asarray(cpu) * 1000
                 row = {
                     "round": round_ + 1,
                     "graph": name,
                     "ef_search": ef,
-                    "cpu_mean_ms": round(float(ms.mean()), 3),
-                    "cpu_p50_ms": round(float(np.percentile(ms, 50)), 3),
-                    "cpu_p99_ms": round(float(np.percentile(ms, 99)), 3),
-                    "recall_at_10": round(recall(truth, answers), 4),
                     "nodes_scored": nodes[name, ef],
-                    "load_1m": [load, load1()],
+                    **measured_pass(index, queries, None, truth),
                 }
                 print(json.dumps(row), flush=True)
                 runs.append(row)

@@ -38,6 +38,21 @@ def passes(index, queries: np.ndarray, allowed: np.ndarray | None) -> tuple[list
     return cpu, np.asarray(answers)
 
 
+def measured_pass(index, queries: np.ndarray, allowed: np.ndarray | None, truth: np.ndarray) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """One of `passes`, summed up: the thread's CPU per query (mean, p50, p99), recall@10 against `truth`, and
+    the 1-minute load average before and after."""
+    load = load1()
+    cpu, answers = passes(index, queries, allowed)
+    ms = np.asarray(cpu) * 1000
+    return {
+        "cpu_mean_ms": round(float(ms.mean()), 3),
+        "cpu_p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "cpu_p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "recall_at_10": round(recall(truth, answers), 4),
+        "load_1m": [load, load1()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("hot", type=Path, help="The published index's hot directory (its manifest.json).")
@@ -67,19 +82,12 @@ def main() -> None:
                 for walk in ("faiss", "native"):
                     index.ef_search = ef
                     index.native_walk = walk == "native"
-                    load = load1()
-                    cpu, answers = passes(index, queries, mask)
-                    ms = np.asarray(cpu) * 1000
                     row = {
                         "round": round_ + 1,
                         "walk": walk,
                         "ef_search": ef,
                         "filter": name,
-                        "cpu_mean_ms": round(float(ms.mean()), 3),
-                        "cpu_p50_ms": round(float(np.percentile(ms, 50)), 3),
-                        "cpu_p99_ms": round(float(np.percentile(ms, 99)), 3),
-                        "recall_at_10": round(recall(truths[name], answers), 4),
-                        "load_1m": [load, load1()],
+                        **measured_pass(index, queries, mask, truths[name]),
                     }
                     print(json.dumps(row), flush=True)
                     runs.append(row)

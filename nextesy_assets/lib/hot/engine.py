@@ -26,7 +26,7 @@ from ..settings import DEFAULT_HOT_EF_SEARCH
 HNSW_M = 32
 # The breadth of the search that links a new row in, for a graph built at once and for rows added to it.
 # At 1M x 768 (bench/hot/graphs.py, the same rows and walk): built at 80, a query at efSearch 88 scores a tenth
-# fewer nodes than on the graph built at 40, for recall@10 0.967 against 0.963 (0.85-0.91x the CPU), and the
+# fewer nodes than on the graph built at 40, for recall@10 0.967 against 0.963 (0.85-0.97x the CPU), and the
 # build takes 500 s against 430; at 160 the build took 910 s for about as much again (efSearch 72: 0.968 at
 # 3,011 nodes, against 3,183 at 80 and efSearch 88). Rows linked into a graph that already has some gain
 # more: a 200k graph given a seventh more in 10 batches answered with recall 0.969 at 80, 0.880 at 40 (0.994
