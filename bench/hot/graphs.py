@@ -30,15 +30,17 @@ from bench.hot.walk import measured_pass  # noqa: E402
 
 
 def nodes_scored(index, queries: np.ndarray, ef: int) -> float:  # type: ignore[no-untyped-def]
-    """Mean nodes FAISS's own walk of `index`'s graph scores per query at efSearch `ef`."""
+    """Mean nodes a query scores at efSearch `ef`, counted by FAISS on its walk of the graph through the
+    engine's own search (its breadth, as memory.py counts them); the native walk scores the same nodes."""
     import faiss
 
-    stats = faiss.cvar.hnsw_stats
-    stats.reset()
-    params = faiss.SearchParametersHNSW()
-    params.efSearch = ef
-    index._index.search(queries, K, params=params)  # type: ignore[attr-defined]
-    return round(stats.ndis / len(queries), 1)
+    index.ef_search, index.native_walk = ef, False
+    faiss.cvar.hnsw_stats.reset()
+    try:
+        index.search(queries, K)
+    finally:
+        index.native_walk = True
+    return round(faiss.cvar.hnsw_stats.ndis / len(queries), 1)
 
 
 def main() -> None:
