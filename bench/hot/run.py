@@ -59,12 +59,12 @@ def rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-def vectors(rows: int, seed: int) -> np.ndarray:
-    out = np.empty((rows, DIMS), dtype=np.float32)
+def vectors(rows: int, seed: int, dims: int = DIMS) -> np.ndarray:
+    out = np.empty((rows, dims), dtype=np.float32)
     rng = np.random.default_rng(seed)
     for start in range(0, rows, CHUNK):
         stop = min(rows, start + CHUNK)
-        out[start:stop] = structured_vectors(rng, stop - start, DIMS)
+        out[start:stop] = structured_vectors(rng, stop - start, dims)
     return out
 
 
@@ -100,7 +100,7 @@ class OursHnsw(Engine):
     }
 
     def build(self, data: np.ndarray) -> None:
-        self.index = engine.FaissHnsw(DIMS)
+        self.index = engine.FaissHnsw(data.shape[1])
         self.index.add(data)
         engine.prefer_huge_pages(self.index._index)  # as the service has it once it loads the segment
 
@@ -117,7 +117,7 @@ class OursHnsw(Engine):
 
         index = faiss.read_index(str(path))
         engine.prefer_huge_pages(index)  # as FaissHnsw.load, which the service uses
-        self.index = engine.FaissHnsw(DIMS, index, data)
+        self.index = engine.FaissHnsw(data.shape[1], index, data)
 
 
 class FaissFlat(Engine):
@@ -127,7 +127,7 @@ class FaissFlat(Engine):
     def build(self, data: np.ndarray) -> None:
         import faiss
 
-        self.index = faiss.IndexFlatIP(DIMS)
+        self.index = faiss.IndexFlatIP(data.shape[1])
         self.index.add(data)
 
     def query(self, q: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ class Hnswlib(Engine):
     def build(self, data: np.ndarray) -> None:
         import hnswlib
 
-        self.index = hnswlib.Index(space="ip", dim=DIMS)
+        self.index = hnswlib.Index(space="ip", dim=data.shape[1])
         p = self.params
         self.index.init_index(max_elements=len(data), M=p["M"], ef_construction=p["ef_construction"])
         self.index.add_items(data)
@@ -156,7 +156,7 @@ class Hnswlib(Engine):
     def load(self, path: Path, data: np.ndarray) -> None:
         import hnswlib
 
-        self.index = hnswlib.Index(space="ip", dim=DIMS)
+        self.index = hnswlib.Index(space="ip", dim=data.shape[1])
         self.index.load_index(str(path), max_elements=len(data))
         self.index.set_ef(self.params["ef"])
 
@@ -184,7 +184,7 @@ class Usearch(Engine):
 
         p = self.params
         self.index = Index(
-            ndim=DIMS,
+            ndim=data.shape[1],
             metric="ip",
             connectivity=p["connectivity"],
             expansion_add=p["expansion_add"],
@@ -238,7 +238,7 @@ def cached_array(cache: Path | None, name: str, make) -> np.ndarray:  # type: ig
 def exact_truth(data: np.ndarray, queries: np.ndarray) -> np.ndarray:
     import faiss
 
-    flat = faiss.IndexFlatIP(DIMS)
+    flat = faiss.IndexFlatIP(data.shape[1])
     flat.add(data)
     return flat.search(queries, K)[1]
 
