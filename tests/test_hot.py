@@ -895,6 +895,39 @@ def test_balancer_evens_out_connections_and_then_closes_none() -> None:
         assert not workers[worker].shed(client)
 
 
+def test_a_graph_built_at_once_stores_its_rows_near_their_graph_neighbours(tmp_path: Path) -> None:
+    """A segment whose graph is built at once stores its rows in the graph's breadth-first order: each row
+    keeps its id, time and vector, the graph is renumbered with them, and linked rows lie nearer each other
+    in the file than they did in the order they came."""
+    import faiss
+
+    dims, rows = 32, 10_000
+    vectors = normalise(structured_vectors(np.random.default_rng(5), rows, dims))
+    day = segments.US_PER_DAY * 20_000
+    ids = [f"row-{i}" for i in range(rows)]
+    meta = pa.table({"id": ids, "ts_us": pa.array([day + i for i in range(rows)], pa.int64()), "source": ["s"] * rows})
+    info = segments.build_segment(tmp_path, "s", "m", vectors, meta, {20_000: rows})
+    segment = segments.load_segment(tmp_path, info, dims, 20_000)
+
+    assert info.engine == "faiss-hnsw"
+    order = np.array([int(i.removeprefix("row-")) for i in segment.ids])
+    assert sorted(order.tolist()) == list(range(rows)) and (order != np.arange(rows)).any()
+    np.testing.assert_array_equal(segment.vectors, vectors[order])
+    assert (segment.ts_us == day + order).all()
+    # The graph moved with its rows: each stored vector finds its own position first.
+    _, found = segment.index.search(segment.vectors[:300], 1)
+    assert (found[:, 0] == np.arange(300)).mean() >= 0.99
+    hnsw = segment.index._index.hnsw
+    links = faiss.vector_to_array(hnsw.neighbors)
+    offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+    bottom = links[offsets[:-1, None] + np.arange(int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1]))]
+    node, slot = np.nonzero(bottom >= 0)
+    linked = bottom[node, slot]
+    now, before = np.abs(node - linked), np.abs(order[node] - order[linked])  # rows apart, now and as they came
+    assert (now <= 256).mean() >= 3 * (before <= 256).mean(), ((now <= 256).mean(), (before <= 256).mean())
+    assert np.median(now) < 0.6 * np.median(before), (np.median(now), np.median(before))
+
+
 def test_the_native_walk_answers_as_faiss_walks_the_same_graph_and_follows_it_as_it_grows() -> None:
     """The native walk of FAISS's graph (rust_ext/src/hnsw.rs) finds what FAISS's own search finds, with
     and without a mask; rows added after a walk are walked next time (the arrays it read were replaced)."""

@@ -203,6 +203,50 @@ class FaissHnsw:
             keep = self._standing = (allowed, *_selector(allowed), {})
         return keep
 
+    def locality_order(self) -> np.ndarray:
+        """The rows in an order that stores each near its neighbours: breadth-first from the entry point over
+        the graph's bottom layer, so the rows a node links to were mostly found together (rows it does not
+        reach come last, in their order).
+
+        A walk reads a few thousand rows' codes scattered over the index, and reads that land near each
+        other cost less: stored in this order, the same 1M x 768 graph answered the same queries with
+        0.79-0.94x the CPU in eight alternating passes (bench/hot/reorder.py), for about a second's work.
+        """
+        import faiss
+
+        hnsw = self._index.hnsw  # type: ignore[attr-defined]
+        rows = len(self)
+        links = faiss.vector_to_array(hnsw.neighbors)
+        offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+        width = int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1])  # a node's bottom-layer links
+        bottom = np.empty((rows, width), dtype=links.dtype)
+        for start in range(0, rows, 100_000):  # in slices: the gather's index would be 8 bytes a link
+            stop = min(rows, start + 100_000)
+            bottom[start:stop] = links[offsets[start:stop, None] + np.arange(width)]
+        del links
+        seen = np.zeros(rows, dtype=bool)
+        frontier = np.array([hnsw.entry_point], dtype=np.int64) if rows else np.zeros(0, np.int64)
+        seen[frontier] = True
+        order = [frontier]
+        while len(frontier):
+            near = bottom[frontier].ravel()
+            near = near[near >= 0]
+            near = near[~seen[near]]
+            _, first = np.unique(near, return_index=True)  # each row once, where it was first found
+            frontier = near[np.sort(first)].astype(np.int64)
+            seen[frontier] = True
+            order.append(frontier)
+        order.append(np.flatnonzero(~seen))
+        return np.concatenate(order)
+
+    def renumber(self, order: np.ndarray) -> None:
+        """Store the rows in `order`: row i becomes the old row `order[i]`, the graph's codes and links moved
+        with it (the same graph, the same answers under the new labels)."""
+        self._index.permute_entries(np.ascontiguousarray(order, dtype=np.int64))  # type: ignore[attr-defined]
+        self._walker, self._standing = None, None  # both point into the arrays the renumbering replaced
+        if len(self.vectors):
+            self.vectors = self.vectors[order]
+
     def save(self, path: Path, with_vectors: bool = True) -> None:
         import faiss
 
