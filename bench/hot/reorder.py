@@ -65,17 +65,22 @@ def main() -> None:
 
     segment = published_segment(args.home / "hot")
     path = args.home / "hot" / "segments" / segment.info.name / engine.FaissHnsw.FILE
-    data = np.ascontiguousarray(segment.vectors)
+    # run.py stores row i of its data as "v{i}", in whatever order it publishes: the baseline is the graph
+    # and rows put back in the order they were built in.
+    as_built = np.argsort([int(i[1:]) for i in segment.ids]).astype(np.int64)
+    data = np.ascontiguousarray(segment.vectors[as_built])
     queries = vectors(args.queries, seed=2)
     truth = exact_truth(data, queries)
     faiss.omp_set_num_threads(1)
 
-    def load() -> object:
+    def load(order: np.ndarray) -> object:
+        """The stored graph with entry i its stored entry `order[i]`, on huge pages as the service has it."""
         index = faiss.read_index(str(path))
+        index.permute_entries(order)
         engine.prefer_huge_pages(index)
         return index
 
-    built = engine.FaissHnsw(DIMS, load(), data)
+    built = engine.FaissHnsw(DIMS, load(as_built), data)
     found: dict[str, object] = {"rows": len(data), "queries": len(queries)}
     for name in args.orders.split(","):
         faiss.omp_set_num_threads(2)
@@ -83,9 +88,7 @@ def main() -> None:
         perm = kmeans_order(data) if name == "kmeans" else built.locality_order()
         order_s = round(time.perf_counter() - started, 1)
         faiss.omp_set_num_threads(1)
-        renumbered_graph = faiss.read_index(str(path))
-        renumbered_graph.permute_entries(perm)  # entry i of the new graph is entry perm[i] of the old
-        engine.prefer_huge_pages(renumbered_graph)
+        renumbered_graph = load(as_built[perm])  # entry i is entry perm[i] of the graph as built
         renumbered = engine.FaissHnsw(DIMS, renumbered_graph, np.ascontiguousarray(data[perm]))
         answers = {
             "built": np.asarray([built.search(q.reshape(1, -1), K)[1][0] for q in queries]),

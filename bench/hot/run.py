@@ -379,9 +379,14 @@ def incremental(home: Path, ours: OursHnsw) -> dict[str, object]:
     }
 
 
-def publish(ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | None = None) -> object:
+def publish(
+    ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | None = None, build_order: bool = False
+) -> object:
     """Write the built index as a one-segment hot index under `home`, as hot_index would: a main graph built
-    at once, every row at now (or at `ts_us`), in a week's window ending today. Returns its SegmentInfo."""
+    at once, its rows stored in the graph's breadth-first order as `segments.build_segment` stores them (or
+    as built, with `build_order`), every row at now (or at `ts_us`), in a week's window ending today. Row i
+    of `data` gets the id "v{i}" wherever it is stored; `ours` is left as it was. Returns its SegmentInfo."""
+    import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -389,13 +394,17 @@ def publish(ours: OursHnsw, data: np.ndarray, home: Path, ts_us: np.ndarray | No
 
     root = home / "hot"
     path = root / segments.SEGMENTS / "bench"
-    ours.index.save(path, with_vectors=False)  # the graph; the rows go to the segment's own file
+    order = np.arange(len(data)) if build_order else ours.index.locality_order()
+    stored = engine.FaissHnsw(data.shape[1], faiss.clone_index(ours.index._index))
+    stored.renumber(order)
+    stored.save(path, with_vectors=False)  # the graph; the rows go to the segment's own file
+    del stored
     with open(path / segments.VECTORS, "wb") as out:
-        data.tofile(out)
+        for start in range(0, len(data), CHUNK):
+            data[order[start : start + CHUNK]].tofile(out)
     now_us = int(time.time() * 1e6)
-    if ts_us is None:
-        ts_us = np.full(len(data), now_us, np.int64)
-    meta = pa.table({"id": [f"v{i}" for i in range(len(data))], "ts_us": ts_us, "source": ["bench"] * len(data)})
+    ts_us = np.full(len(data), now_us, np.int64) if ts_us is None else ts_us[order]
+    meta = pa.table({"id": [f"v{i}" for i in order], "ts_us": ts_us, "source": ["bench"] * len(data)})
     pq.write_table(meta, path / segments.META)
     days, counts = np.unique(ts_us // segments.US_PER_DAY, return_counts=True)
     info = segments.SegmentInfo(
