@@ -899,8 +899,6 @@ def test_a_graph_built_at_once_stores_its_rows_near_their_graph_neighbours(tmp_p
     """A segment whose graph is built at once stores its rows in the graph's breadth-first order: each row
     keeps its id, time and vector, the graph is renumbered with them, and linked rows lie nearer each other
     in the file than they did in the order they came."""
-    import faiss
-
     dims, rows = 32, 10_000
     vectors = normalise(structured_vectors(np.random.default_rng(5), rows, dims))
     day = segments.US_PER_DAY * 20_000
@@ -917,10 +915,7 @@ def test_a_graph_built_at_once_stores_its_rows_near_their_graph_neighbours(tmp_p
     # The graph moved with its rows: each stored vector finds its own position first.
     _, found = segment.index.search(segment.vectors[:300], 1)
     assert (found[:, 0] == np.arange(300)).mean() >= 0.99
-    hnsw = segment.index._index.hnsw
-    links = faiss.vector_to_array(hnsw.neighbors)
-    offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
-    bottom = links[offsets[:-1, None] + np.arange(int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1]))]
+    bottom = segment.index.bottom_links()
     node, slot = np.nonzero(bottom >= 0)
     linked = bottom[node, slot]
     now, before = np.abs(node - linked), np.abs(order[node] - order[linked])  # rows apart, now and as they came

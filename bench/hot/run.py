@@ -394,14 +394,16 @@ def publish(
 
     root = home / "hot"
     path = root / segments.SEGMENTS / "bench"
-    order = np.arange(len(data)) if build_order else ours.index.locality_order()
-    stored = engine.FaissHnsw(data.shape[1], faiss.clone_index(ours.index._index))
-    stored.renumber(order)
-    stored.save(path, with_vectors=False)  # the graph; the rows go to the segment's own file
-    del stored
-    with open(path / segments.VECTORS, "wb") as out:
-        for start in range(0, len(data), CHUNK):
-            data[order[start : start + CHUNK]].tofile(out)
+    if build_order:
+        order = np.arange(len(data))
+        ours.index.save(path, with_vectors=False)  # the graph; the rows go to the segment's own file
+    else:
+        order = ours.index.locality_order()
+        stored = engine.FaissHnsw(data.shape[1], faiss.clone_index(ours.index._index))
+        stored.renumber(order)
+        stored.save(path, with_vectors=False)
+        del stored
+    segments.write_vectors(path, data, order)
     now_us = int(time.time() * 1e6)
     ts_us = np.full(len(data), now_us, np.int64) if ts_us is None else ts_us[order]
     meta = pa.table({"id": [f"v{i}" for i in order], "ts_us": ts_us, "source": ["bench"] * len(data)})

@@ -212,20 +212,11 @@ class FaissHnsw:
         other cost less: stored in this order, the same 1M x 768 graph answered the same queries with
         0.79-0.94x the CPU in eight alternating passes (bench/hot/reorder.py), for about a second's work.
         """
-        import faiss
-
-        hnsw = self._index.hnsw  # type: ignore[attr-defined]
         rows = len(self)
-        links = faiss.vector_to_array(hnsw.neighbors)
-        offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
-        width = int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1])  # a node's bottom-layer links
-        bottom = np.empty((rows, width), dtype=links.dtype)
-        for start in range(0, rows, 100_000):  # in slices: the gather's index would be 8 bytes a link
-            stop = min(rows, start + 100_000)
-            bottom[start:stop] = links[offsets[start:stop, None] + np.arange(width)]
-        del links
+        bottom = self.bottom_links()
         seen = np.zeros(rows, dtype=bool)
-        frontier = np.array([hnsw.entry_point], dtype=np.int64) if rows else np.zeros(0, np.int64)
+        entry = self._index.hnsw.entry_point  # type: ignore[attr-defined]
+        frontier = np.array([entry], dtype=np.int64) if rows else np.zeros(0, np.int64)
         seen[frontier] = True
         order = [frontier]
         while len(frontier):
@@ -238,6 +229,20 @@ class FaissHnsw:
             order.append(frontier)
         order.append(np.flatnonzero(~seen))
         return np.concatenate(order)
+
+    def bottom_links(self) -> np.ndarray:
+        """Each row's links in the graph's bottom layer, (rows, 2M) labels, -1 past the last."""
+        import faiss
+
+        hnsw = self._index.hnsw  # type: ignore[attr-defined]
+        links = faiss.vector_to_array(hnsw.neighbors)
+        offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+        width = int(faiss.vector_to_array(hnsw.cum_nneighbor_per_level)[1])
+        bottom = np.empty((len(self), width), dtype=links.dtype)
+        for start in range(0, len(self), 100_000):  # in slices: the gather's index would be 8 bytes a link
+            stop = min(len(self), start + 100_000)
+            bottom[start:stop] = links[offsets[start:stop, None] + np.arange(width)]
+        return bottom
 
     def renumber(self, order: np.ndarray) -> None:
         """Store the rows in `order`: row i becomes the old row `order[i]`, the graph's codes and links moved

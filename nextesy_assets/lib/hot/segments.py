@@ -248,18 +248,20 @@ def build_segment(
             index = base.index
             index.grow(vectors)
     else:
-        with open(path / VECTORS, "wb") as out:
-            np.ascontiguousarray(vectors, dtype=np.float32).tofile(out)
-    if index is None and rows >= HNSW_FROM_ROWS:
-        index = FaissHnsw(dims)
-        index.grow(_map_vectors(path, rows, dims))
-        if base is None:  # (a base's rows keep their positions: its replacements are counted by position)
+        order = None
+        if rows >= HNSW_FROM_ROWS:
+            index = FaissHnsw(dims)
+            index.grow(vectors)
             # The rows stored near their graph neighbours, which makes every walk of the graph cheaper
-            # (FaissHnsw.locality_order); a row's position is only its label within the segment.
+            # (FaissHnsw.locality_order); a row's position is only its label within the segment. (A base's
+            # rows keep their positions: its replacements are counted by position.)
             order = index.locality_order()
             index.renumber(order)
-            _reorder_vectors(path, rows, dims, order)
             meta = meta.take(pa.array(order))
+        write_vectors(path, vectors, order)
+    if index is None and rows >= HNSW_FROM_ROWS:  # an exact base that reached it: a graph over all its rows
+        index = FaissHnsw(dims)
+        index.grow(_map_vectors(path, rows, dims))
     if isinstance(index, FaissHnsw):
         index.save(path, with_vectors=False)
     pq.write_table(meta, path / META)
@@ -289,15 +291,14 @@ def _extend_vectors(source: Path, target: Path, rows: int, vectors: np.ndarray) 
         np.ascontiguousarray(vectors, dtype=np.float32).tofile(out)
 
 
-def _reorder_vectors(path: Path, rows: int, dims: int, order: np.ndarray) -> None:
-    """Rewrite a segment's rows file with its rows in `order`, 100k rows at a time, replacing it whole."""
-    source = _map_vectors(path, rows, dims)
-    partial = path / (VECTORS + ".partial")
-    with open(partial, "wb") as out:
-        for start in range(0, rows, 100_000):
-            source[order[start : start + 100_000]].tofile(out)
-    del source
-    os.replace(partial, path / VECTORS)
+def write_vectors(path: Path, vectors: np.ndarray, order: np.ndarray | None = None) -> None:
+    """A segment's rows file under `path`: `vectors` as float32, in `order` if given (100k rows at a time)."""
+    with open(path / VECTORS, "wb") as out:
+        if order is None:
+            np.ascontiguousarray(vectors, dtype=np.float32).tofile(out)
+            return
+        for start in range(0, len(order), 100_000):
+            np.ascontiguousarray(vectors[order[start : start + 100_000]], dtype=np.float32).tofile(out)
 
 
 def _map_vectors(path: Path, rows: int, dims: int) -> np.ndarray:
